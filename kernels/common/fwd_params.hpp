@@ -1,0 +1,52 @@
+// The flat parameter block every forward kernel is handed. Filled by src/dispatch from validated API arguments;
+// kernels know nothing of the API structs. All strides in elements, 64-bit.
+#pragma once
+
+#include <cstdint>
+
+namespace flash3 {
+
+struct FwdParams {
+  const void* q;  // (b, sq, h, d) or varlen (tq, h, d)
+  const void* k;  // (b, sk, hk, d) or varlen (tk, hk, d)
+  const void* v;  // (b, sk, hk, dv) or varlen (tk, hk, dv)
+  void* out;      // (b, sq, h, dv) or varlen (tq, h, dv)
+  float* lse;     // (b, h, sq) or varlen (h, tq); may be null
+
+  // Strides. In varlen mode the batch strides are unused (rows are addressed through cu_seqlens).
+  int64_t q_batch_stride, q_row_stride, q_head_stride;
+  int64_t k_batch_stride, k_row_stride, k_head_stride;
+  int64_t v_batch_stride, v_row_stride, v_head_stride;
+  int64_t o_batch_stride, o_row_stride, o_head_stride;
+  int64_t lse_batch_stride, lse_head_stride;  // lse rows are contiguous (stride 1)
+
+  int32_t batch;
+  int32_t seqlen_q, seqlen_k;  // batch mode: the padded lengths; varlen: max_seqlen_q / max_seqlen_k
+  int32_t num_heads, num_heads_k;
+  int32_t head_dim, head_dim_v;  // the real sizes; kernels compiled for a larger padded size mask the rest
+  // Total rows of q/k in varlen mode (for TMA descriptor extents); batch * seqlen otherwise.
+  int64_t total_q, total_k;
+
+  const int32_t* cu_seqlens_q;  // varlen prefix sums or null
+  const int32_t* cu_seqlens_k;
+  const int32_t* seqused_q;  // optional actual lengths
+  const int32_t* seqused_k;
+
+  float softmax_scale;       // the scale on q k^T
+  // Factor from the stored score to the exp2 argument: softmax_scale * log2(e); with softcap the stored score is
+  // tanh(s * softmax_scale / softcap), so the factor is softcap * log2(e).
+  float softmax_scale_log2;
+  float softcap;             // 0 = off; else scores = softcap * tanh(s * softmax_scale / softcap)
+  float softcap_inv_scaled;  // softmax_scale / softcap (the tanh argument's factor)
+
+  // Mask: query row i (0-based, in its sequence) sees keys j with
+  //   j <= i + (sk - sq) + window_right  (when window_right >= 0)
+  //   j >= i + (sk - sq) - window_left   (when window_left >= 0)
+  // causal is window_right = 0. Both -1: no mask beyond seqlen_k.
+  int32_t window_left, window_right;
+
+  int32_t num_sms;         // persistent grid size
+  int32_t* tile_counter;   // dynamic scheduler counter in the workspace (zeroed by the launcher), or null
+};
+
+}  // namespace flash3

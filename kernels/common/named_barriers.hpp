@@ -1,0 +1,23 @@
+// Named-barrier ids used by the forward kernels, and thin wrappers. Ids are offsets above CUTLASS's reserved ones.
+#pragma once
+
+#include <cutlass/arch/barrier.h>
+
+namespace flash3 {
+
+enum class FwdNamedBarrier : uint32_t {
+  // Pingpong: consumer warpgroup w waits on kWarpSchedulerWG1 + w before issuing its GEMMs; the other warpgroup
+  // arrives there once it has issued its own, so the two warpgroups take turns on the tensor cores.
+  kWarpSchedulerWG1 = 0,
+  kWarpSchedulerWG2 = 1,
+  kWarpSchedulerWG3 = 2,
+};
+
+CUTLASS_DEVICE void named_barrier_sync(uint32_t num_threads, FwdNamedBarrier id) {
+  cutlass::arch::NamedBarrier::sync(num_threads, static_cast<uint32_t>(id));
+}
+CUTLASS_DEVICE void named_barrier_arrive(uint32_t num_threads, FwdNamedBarrier id) {
+  cutlass::arch::NamedBarrier::arrive(num_threads, static_cast<uint32_t>(id));
+}
+
+}  // namespace flash3

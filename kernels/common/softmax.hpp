@@ -1,0 +1,91 @@
+// Online softmax over accumulator rows (fp32), with exp2 and the scale folded into one FMA.
+//
+// Scores are kept unscaled in S; P = exp2(S * scale_log2 - max * scale_log2). The running max and the thread's
+// partial row sum live in registers; the sum is reduced across the 4 threads of a quad (the threads that share a row)
+// only once, at the end.
+#pragma once
+
+#include <cute/tensor.hpp>
+#include <cutlass/cutlass.h>
+
+namespace flash3 {
+
+CUTLASS_DEVICE float quad_allreduce_max(float x) {
+  x = fmaxf(x, __shfl_xor_sync(0xffffffff, x, 1));
+  return fmaxf(x, __shfl_xor_sync(0xffffffff, x, 2));
+}
+CUTLASS_DEVICE float quad_allreduce_sum(float x) {
+  x += __shfl_xor_sync(0xffffffff, x, 1);
+  return x + __shfl_xor_sync(0xffffffff, x, 2);
+}
+
+CUTLASS_DEVICE float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+CUTLASS_DEVICE float fast_tanh(float x) {
+  float y;
+  asm("tanh.approx.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+template <int kRows>
+struct OnlineSoftmax {
+  float row_max[kRows];
+  float row_sum[kRows];
+  float scale_log2;
+
+  CUTLASS_DEVICE explicit OnlineSoftmax(float scale_log2_) : scale_log2(scale_log2_) {
+    CUTE_UNROLL
+    for (int r = 0; r < kRows; ++r) {
+      row_max[r] = -INFINITY;
+      row_sum[r] = 0.f;
+    }
+  }
+
+  // Turns S (rows, cols) into P in place and returns the factor each row's previous O and sum must be scaled by.
+  // kIsFirst: no previous block (skips the rescale math).
+  template <bool kIsFirst, class TensorS>
+  CUTLASS_DEVICE void step(TensorS& s, float (&correction)[kRows]) {
+    using namespace cute;
+    static_assert(decltype(size<0>(s))::value == kRows);
+    CUTE_UNROLL
+    for (int r = 0; r < kRows; ++r) {
+      float m = row_max[r];
+      CUTE_UNROLL
+      for (int c = 0; c < size<1>(s); ++c) { m = fmaxf(m, s(r, c)); }
+      m = quad_allreduce_max(m);
+      // A row that has seen only masked keys keeps max = -inf; use 0 so exp2(-inf - 0) = 0 rather than NaN.
+      float const m_scaled = (m == -INFINITY) ? 0.f : m * scale_log2;
+      if constexpr (kIsFirst) {
+        correction[r] = 1.f;
+      } else {
+        correction[r] = fast_exp2(row_max[r] * scale_log2 - m_scaled);
+        row_sum[r] *= correction[r];
+      }
+      row_max[r] = m;
+      float sum = 0.f;
+      CUTE_UNROLL
+      for (int c = 0; c < size<1>(s); ++c) {
+        s(r, c) = fast_exp2(s(r, c) * scale_log2 - m_scaled);
+        sum += s(r, c);
+      }
+      row_sum[r] += sum;
+    }
+  }
+
+  // Final normalisation: returns 1/sum per row (0 for rows that saw no key) and writes the natural-log LSE
+  // (-inf for such rows).
+  CUTLASS_DEVICE void finalize(float (&inv_sum)[kRows], float (&lse)[kRows]) {
+    CUTE_UNROLL
+    for (int r = 0; r < kRows; ++r) {
+      float const sum = quad_allreduce_sum(row_sum[r]);
+      bool const empty = sum == 0.f || row_max[r] == -INFINITY;
+      inv_sum[r] = empty ? 0.f : 1.f / sum;
+      lse[r] = empty ? -INFINITY : (row_max[r] * scale_log2 + __log2f(sum)) * float(M_LN2);
+    }
+  }
+};
+
+}  // namespace flash3

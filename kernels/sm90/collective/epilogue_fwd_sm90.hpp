@@ -1,0 +1,66 @@
+// Epilogue of the sm90 forward: O = O_acc / rowsum in the output dtype, and LSE (natural log), straight from
+// registers to global memory. Rows past the sequence's end and columns past head_dim_v are not written.
+#pragma once
+
+#include <cute/tensor.hpp>
+
+#include "kernels/common/layout_utils.hpp"
+#include "kernels/common/seqlen_info.hpp"
+#include "kernels/common/softmax.hpp"
+#include "kernels/common/tile_scheduler.hpp"
+#include "kernels/sm90/fwd_kernel_traits_sm90.hpp"
+
+namespace flash3 {
+
+template <class Traits>
+struct EpilogueFwdSm90 {
+  using Element = typename Traits::Element;
+  using TileShapeO = cute::Shape<typename Traits::BlockM, typename Traits::HeadDimV>;
+  static constexpr int kRowsPerThread = 2;
+
+  template <class TensorO>
+  CUTLASS_DEVICE static void store(FwdParams const& p, int mma_thread_idx, TileCoord tile, SeqlenInfo const& seq,
+                                   TensorO& tOrO, OnlineSoftmax<kRowsPerThread>& softmax) {
+    using namespace cute;
+    float inv_sum[kRowsPerThread], lse[kRowsPerThread];
+    softmax.finalize(inv_sum, lse);
+
+    typename Traits::TiledMmaPV mma_pv;
+    auto thr_pv = mma_pv.get_thread_slice(mma_thread_idx);
+    Tensor tOcO = thr_pv.partition_C(make_identity_tensor(TileShapeO{}));
+    Tensor tOcO_rc = make_tensor(tOcO.data(), accumulator_rowcol_layout(tOcO.layout()));
+    Tensor tOrO_rc = make_tensor(tOrO.data(), accumulator_rowcol_layout(tOrO.layout()));
+    CUTE_UNROLL
+    for (int r = 0; r < kRowsPerThread; ++r) {
+      CUTE_UNROLL
+      for (int c = 0; c < size<1>(tOrO_rc); ++c) { tOrO_rc(r, c) *= inv_sum[r]; }
+    }
+    Tensor rO = convert_fragment<Element>(tOrO);
+    Tensor rO_rc = make_tensor(rO.data(), accumulator_rowcol_layout(rO.layout()));
+
+    int const row0 = tile.m_block * Traits::kBlockM;
+    Element* o_head = static_cast<Element*>(p.out) + tile.batch * p.o_batch_stride + tile.head * p.o_head_stride;
+    CUTE_UNROLL
+    for (int r = 0; r < kRowsPerThread; ++r) {
+      int const row = row0 + int(get<0>(tOcO_rc(r, 0)));
+      if (row >= seq.seqlen_q) { continue; }
+      Element* o_row = o_head + (seq.offset_q + row) * p.o_row_stride;
+      // Columns come in adjacent pairs (mode 0 of the column index has size 2): store them as one 32-bit word.
+      CUTE_UNROLL
+      for (int c = 0; c < size<1>(rO_rc); c += 2) {
+        int const col = int(get<1>(tOcO_rc(r, c)));
+        if (col < p.head_dim_v) {
+          cutlass::Array<Element, 2> pair;
+          pair[0] = rO_rc(r, c);
+          pair[1] = rO_rc(r, c + 1);
+          *reinterpret_cast<cutlass::Array<Element, 2>*>(o_row + col) = pair;
+        }
+      }
+      if (p.lse != nullptr && (threadIdx.x % 4) == 0) {
+        p.lse[tile.batch * p.lse_batch_stride + tile.head * p.lse_head_stride + seq.offset_q + row] = lse[r];
+      }
+    }
+  }
+};
+
+}  // namespace flash3

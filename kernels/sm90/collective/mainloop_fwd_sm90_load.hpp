@@ -1,0 +1,77 @@
+// Producer side of the sm90 forward mainloop: one thread of the producer warpgroup issues every TMA load.
+//
+// Per tile: Q once (after the consumers released the previous Q), then K and V for each key block the mask lets
+// the tile visit, from the highest block to the lowest (the masked blocks come first, see kernels/common/mask.hpp).
+// K and V have separate pipelines so the next S = Q K^T can start while V is still in flight.
+#pragma once
+
+#include <cute/tensor.hpp>
+#include <cutlass/arch/barrier.h>
+
+#include "kernels/common/mask.hpp"
+#include "kernels/common/seqlen_info.hpp"
+#include "kernels/common/tile_scheduler.hpp"
+#include "kernels/sm90/fwd_kernel_traits_sm90.hpp"
+
+namespace flash3 {
+
+template <class Traits>
+struct MainloopFwdSm90Load {
+  using Element = typename Traits::Element;
+  using PipelineKV = typename Traits::PipelineKV;
+  using State = PipelineState<Traits::kStages>;
+  using Mask = BlockMask<Traits::kBlockM, Traits::kBlockN, Traits::kHasLocal>;
+
+  State state_kv;     // shared by the K and V pipelines: they advance together
+  uint32_t phase_q = 0;
+
+  // Global (TMA coordinate) tensors of one (head, batch): rows offset by the varlen start.
+  template <class Params>
+  CUTLASS_DEVICE void load_tile(Params const& params, typename Traits::SharedStorage& smem,
+                                PipelineKV const& pipeline_k, PipelineKV const& pipeline_v, TileCoord tile,
+                                SeqlenInfo const& seq, typename Mask::Trips const& trips) {
+    using namespace cute;
+    FwdParams const& p = params.fwd;
+    bool const varlen = p.cu_seqlens_q != nullptr;
+    int const batch_coord = varlen ? 0 : tile.batch;
+    int const head_k = tile.head / (p.num_heads / p.num_heads_k);
+
+    Tensor sQ = make_tensor(make_smem_ptr(smem.q.data()), typename Traits::SmemLayoutQ{});
+    Tensor sK = make_tensor(make_smem_ptr(smem.k.data()), typename Traits::SmemLayoutK{});
+    Tensor sVt = make_tensor(make_smem_ptr(smem.v.data()), typename Traits::SmemLayoutVt{});
+
+    Tensor mQ = params.tma_q.get_tma_tensor(params.shape_q)(_, _, tile.head, batch_coord);     // (rows, d)
+    Tensor mK = params.tma_k.get_tma_tensor(params.shape_k)(_, _, head_k, batch_coord);       // (rows, d)
+    Tensor mVt = params.tma_v.get_tma_tensor(params.shape_vt)(_, _, head_k, batch_coord);     // (dv, rows)
+    Tensor gQ = local_tile(domain_offset(make_coord(seq.offset_q, _0{}), mQ),
+                           Shape<typename Traits::BlockM, typename Traits::HeadDim>{},
+                           make_coord(tile.m_block, _0{}));                                    // (BLK_M, d)
+    Tensor gK = local_tile(domain_offset(make_coord(seq.offset_k, _0{}), mK),
+                           Shape<typename Traits::BlockN, typename Traits::HeadDim>{},
+                           make_coord(_, _0{}));                                               // (BLK_N, d, n)
+    Tensor gVt = local_tile(domain_offset(make_coord(_0{}, seq.offset_k), mVt),
+                            Shape<typename Traits::HeadDimV, typename Traits::BlockN>{},
+                            make_coord(_0{}, _));                                              // (dv, BLK_N, n)
+
+    auto [tQgQ, tQsQ] = tma_partition(params.tma_q, _0{}, Layout<_1>{}, group_modes<0, 2>(sQ), group_modes<0, 2>(gQ));
+    auto [tKgK, tKsK] = tma_partition(params.tma_k, _0{}, Layout<_1>{}, group_modes<0, 2>(sK), group_modes<0, 2>(gK));
+    auto [tVgV, tVsV] =
+        tma_partition(params.tma_v, _0{}, Layout<_1>{}, group_modes<0, 2>(sVt), group_modes<0, 2>(gVt));
+
+    // Q: wait until every consumer warpgroup released the previous tile's Q (the first wait passes at once).
+    cutlass::arch::ClusterBarrier::wait(&smem.q_empty, phase_q ^ 1);
+    cutlass::arch::ClusterTransactionBarrier::arrive_and_expect_tx(&smem.q_full, Traits::kTmaBytesQ);
+    copy(params.tma_q.with(smem.q_full), tQgQ, tQsQ);
+    phase_q ^= 1;
+
+    for (int n_block = trips.n_end - 1; n_block >= trips.n_begin; --n_block) {
+      pipeline_k.producer_acquire(state_kv, Traits::kTmaBytesK);
+      copy(params.tma_k.with(*pipeline_k.full_barrier(state_kv)), tKgK(_, n_block), tKsK(_, state_kv.index));
+      pipeline_v.producer_acquire(state_kv, Traits::kTmaBytesV);
+      copy(params.tma_v.with(*pipeline_v.full_barrier(state_kv)), tVgV(_, n_block), tVsV(_, state_kv.index));
+      state_kv.advance();
+    }
+  }
+};
+
+}  // namespace flash3

@@ -1,0 +1,156 @@
+// Consumer side of the sm90 forward mainloop: the WGMMAs and the online softmax of one consumer warpgroup.
+//
+// Intra-warpgroup overlap (FA3 paper, sec. 3.2): in trip n the warpgroup issues S_n = Q K_n^T, then
+// O += P_{n-1} V_{n-1}, waits for S_n alone and runs its softmax while the P V GEMM is still on the tensor cores;
+// only then waits for P V and rescales O by the new row maxima. P stays in registers (RS WGMMA).
+#pragma once
+
+#include <cute/tensor.hpp>
+#include <cutlass/arch/barrier.h>
+
+#include "kernels/common/layout_utils.hpp"
+#include "kernels/common/mask.hpp"
+#include "kernels/common/named_barriers.hpp"
+#include "kernels/common/softmax.hpp"
+#include "kernels/sm90/fwd_kernel_traits_sm90.hpp"
+
+namespace flash3 {
+
+// Issues one warpgroup GEMM C (+)= A B over all k blocks and commits it as one WGMMA group (no wait).
+// A from registers (RS) needs its registers fenced too; A from shared memory is a tensor of descriptors.
+template <bool kZeroInit, class TiledMma, class TensorA, class TensorB, class TensorC>
+CUTLASS_DEVICE void wgmma_gemm(TiledMma& mma, TensorA const& tA, TensorB const& tB, TensorC& tC) {
+  using namespace cute;
+  constexpr bool kARegisters = !is_same_v<typename TensorA::iterator, GMMA::DescriptorIterator>;
+  if constexpr (kARegisters) { warpgroup_fence_operand(const_cast<TensorA&>(tA)); }
+  warpgroup_fence_operand(tC);
+  warpgroup_arrive();
+  mma.accumulate_ = kZeroInit ? GMMA::ScaleOut::Zero : GMMA::ScaleOut::One;
+  CUTE_UNROLL
+  for (int k = 0; k < size<2>(tA); ++k) {
+    cute::gemm(mma, tA(_, _, k), tB(_, _, k), tC);
+    mma.accumulate_ = GMMA::ScaleOut::One;
+  }
+  warpgroup_commit_batch();
+  warpgroup_fence_operand(tC);
+  if constexpr (kARegisters) { warpgroup_fence_operand(const_cast<TensorA&>(tA)); }
+}
+
+template <class Traits>
+struct MainloopFwdSm90Mma {
+  using Element = typename Traits::Element;
+  using PipelineKV = typename Traits::PipelineKV;
+  using State = PipelineState<Traits::kStages>;
+  using Mask = BlockMask<Traits::kBlockM, Traits::kBlockN, Traits::kHasLocal>;
+  using TileShapeS = cute::Shape<typename Traits::BlockM, typename Traits::BlockN>;
+  using TileShapeO = cute::Shape<typename Traits::BlockM, typename Traits::HeadDimV>;
+  static constexpr int kRowsPerThread = 2;  // rows r and r + 8 of the warpgroup's 64
+
+  State state_kv;
+  uint32_t phase_q = 0;
+
+  // Runs the key-block loop of one tile; leaves the unnormalised O in tOrO and the row statistics in softmax.
+  template <class Params, class TensorO>
+  CUTLASS_DEVICE void compute_tile(Params const& params, typename Traits::SharedStorage& smem,
+                                   PipelineKV const& pipeline_k, PipelineKV const& pipeline_v, int mma_thread_idx,
+                                   TileCoord tile, Mask const& mask, typename Mask::Trips const& trips,
+                                   TensorO& tOrO, OnlineSoftmax<kRowsPerThread>& softmax) {
+    using namespace cute;
+    bool const is_wg_leader = (threadIdx.x % cutlass::NumThreadsPerWarpGroup) == 0;
+
+    Tensor sQ = make_tensor(make_smem_ptr(smem.q.data()), typename Traits::SmemLayoutQ{});
+    Tensor sK = make_tensor(make_smem_ptr(smem.k.data()), typename Traits::SmemLayoutK{});
+    Tensor sVt = make_tensor(make_smem_ptr(smem.v.data()), typename Traits::SmemLayoutVt{});
+
+    typename Traits::TiledMmaQK mma_qk;
+    typename Traits::TiledMmaPV mma_pv;
+    auto thr_qk = mma_qk.get_thread_slice(mma_thread_idx);
+    auto thr_pv = mma_pv.get_thread_slice(mma_thread_idx);
+    Tensor tSrQ = thr_qk.partition_fragment_A(sQ);   // (MMA, MMA_M, MMA_K) descriptors
+    Tensor tSrK = thr_qk.partition_fragment_B(sK);   // (MMA, MMA_N, MMA_K, PIPE)
+    Tensor tOrV = thr_pv.partition_fragment_B(sVt);  // (MMA, MMA_N, MMA_K, PIPE)
+
+    Tensor tSrS = partition_fragment_C(mma_qk, TileShapeS{});  // (MMA, MMA_M, MMA_N) fp32
+    Tensor tSrS_rc = make_tensor(tSrS.data(), accumulator_rowcol_layout(tSrS.layout()));
+    Tensor tScS = thr_qk.partition_C(make_identity_tensor(TileShapeS{}));
+    Tensor tScS_rc = make_tensor(tScS.data(), accumulator_rowcol_layout(tScS.layout()));
+    Tensor tOrO_rc = make_tensor(tOrO.data(), accumulator_rowcol_layout(tOrO.layout()));
+    // P in the input precision, viewed as the A operand of the P V WGMMA.
+    Tensor tOrP_owner = cute::make_tensor<Element>(tSrS.layout());
+    Tensor tOrP = make_tensor(tOrP_owner.data(), accumulator_as_a_operand_layout(tOrP_owner.layout()));
+
+    auto score_transform = [&](auto& s_rc, int n_block, auto needs_mask) CUTLASS_LAMBDA_FUNC_INLINE {
+      if constexpr (Traits::kHasSoftcap) {
+        CUTE_UNROLL
+        for (int i = 0; i < size(s_rc); ++i) { s_rc(i) = fast_tanh(s_rc(i) * params.fwd.softcap_inv_scaled); }
+      }
+      if constexpr (decltype(needs_mask)::value) { mask.apply(s_rc, tScS_rc, tile.m_block, n_block); }
+    };
+    auto rescale_o = [&](float const (&correction)[kRowsPerThread]) CUTLASS_LAMBDA_FUNC_INLINE {
+      CUTE_UNROLL
+      for (int r = 0; r < kRowsPerThread; ++r) {
+        CUTE_UNROLL
+        for (int c = 0; c < size<1>(tOrO_rc); ++c) { tOrO_rc(r, c) *= correction[r]; }
+      }
+    };
+    auto store_p = [&]() CUTLASS_LAMBDA_FUNC_INLINE {
+      Tensor converted = convert_fragment<Element>(tSrS);
+      CUTE_UNROLL
+      for (int i = 0; i < size(converted); ++i) { tOrP_owner(i) = converted(i); }
+    };
+
+    cutlass::arch::ClusterTransactionBarrier::wait(&smem.q_full, phase_q);
+    phase_q ^= 1;
+
+    // First trip (highest key block): S only, no P V yet. It is always a masked trip unless the block is interior.
+    int n_block = trips.n_end - 1;
+    float correction[kRowsPerThread];
+    {
+      pipeline_k.consumer_wait(state_kv);
+      wgmma_gemm<true>(mma_qk, tSrQ, tSrK(_, _, _, state_kv.index), tSrS);
+      warpgroup_wait<0>();
+      pipeline_k.consumer_release(state_kv, is_wg_leader);
+      if (n_block >= trips.n_masked_hi || n_block < trips.n_masked_lo) {
+        score_transform(tSrS_rc, n_block, cute::true_type{});
+      } else {
+        score_transform(tSrS_rc, n_block, cute::false_type{});
+      }
+      softmax.template step<true>(tSrS_rc, correction);
+      store_p();
+    }
+
+    // Trip for key block n_block < the previous one: overlapped S_n and P_{n+1} V_{n+1}.
+    auto trip = [&](int n_block, auto needs_mask) CUTLASS_LAMBDA_FUNC_INLINE {
+      State const state_prev = state_kv;
+      state_kv.advance();
+      pipeline_k.consumer_wait(state_kv);
+      wgmma_gemm<true>(mma_qk, tSrQ, tSrK(_, _, _, state_kv.index), tSrS);
+      pipeline_v.consumer_wait(state_prev);
+      wgmma_gemm<false>(mma_pv, tOrP, tOrV(_, _, _, state_prev.index), tOrO);
+      warpgroup_wait<1>();  // S_n is ready; P V still running
+      pipeline_k.consumer_release(state_kv, is_wg_leader);
+      score_transform(tSrS_rc, n_block, needs_mask);
+      softmax.template step<false>(tSrS_rc, correction);
+      warpgroup_wait<0>();  // P V done: V's stage and the P registers are free
+      pipeline_v.consumer_release(state_prev, is_wg_leader);
+      rescale_o(correction);
+      store_p();
+    };
+
+    --n_block;
+    for (; n_block >= trips.n_masked_hi && n_block >= trips.n_begin; --n_block) { trip(n_block, cute::true_type{}); }
+    for (; n_block >= trips.n_masked_lo; --n_block) { trip(n_block, cute::false_type{}); }
+    for (; n_block >= trips.n_begin; --n_block) { trip(n_block, cute::true_type{}); }
+
+    // Q is no longer read: let the producer bring the next tile's Q while the last P V and the epilogue run.
+    if (is_wg_leader) { cutlass::arch::ClusterBarrier::arrive(&smem.q_empty); }
+
+    pipeline_v.consumer_wait(state_kv);
+    wgmma_gemm<false>(mma_pv, tOrP, tOrV(_, _, _, state_kv.index), tOrO);
+    warpgroup_wait<0>();
+    pipeline_v.consumer_release(state_kv, is_wg_leader);
+    state_kv.advance();
+  }
+};
+
+}  // namespace flash3

@@ -1,0 +1,109 @@
+// The sm90 (Hopper) forward kernel: warp-specialised, persistent.
+//
+//   warpgroup 0        producer: setmaxnreg down, one thread issues all TMA loads (MainloopFwdSm90Load)
+//   warpgroups 1..W    consumers: setmaxnreg up, WGMMA + online softmax (MainloopFwdSm90Mma), then the epilogue
+//
+// Both sides walk the same tile sequence (StaticPersistentScheduler) and the same key-block trips (BlockMask), so
+// the pipelines stay in step without any other communication.
+#pragma once
+
+#include <cute/tensor.hpp>
+#include <cutlass/arch/reg_reconfig.h>
+#include <cutlass/cutlass.h>
+
+#include "kernels/common/fwd_params.hpp"
+#include "kernels/common/tile_scheduler.hpp"
+#include "kernels/sm90/collective/epilogue_fwd_sm90.hpp"
+#include "kernels/sm90/collective/mainloop_fwd_sm90_load.hpp"
+#include "kernels/sm90/collective/mainloop_fwd_sm90_mma.hpp"
+#include "kernels/sm90/fwd_kernel_traits_sm90.hpp"
+
+namespace flash3 {
+
+template <class Traits_>
+struct FwdKernelSm90 {
+  using Traits = Traits_;
+  using Scheduler = StaticPersistentScheduler<Traits::kHasLocal>;
+  using Mask = BlockMask<Traits::kBlockM, Traits::kBlockN, Traits::kHasLocal>;
+
+  struct Params {
+    FwdParams fwd;
+    typename Traits::ShapeQKV shape_q, shape_k, shape_vt;
+    typename Traits::TmaQ tma_q;
+    typename Traits::TmaK tma_k;
+    typename Traits::TmaV tma_v;
+    Scheduler scheduler;
+  };
+
+  enum class WarpRole { kProducer = 0, kConsumer = 1 };
+
+  CUTLASS_DEVICE void operator()(Params const& params, char* smem_raw) const {
+    using namespace cute;
+    auto& smem = *reinterpret_cast<typename Traits::SharedStorage*>(smem_raw);
+    int const warp_idx = cutlass::canonical_warp_idx_sync();
+    int const warpgroup_idx = cutlass::canonical_warp_group_idx();
+    WarpRole const role = warpgroup_idx == 0 ? WarpRole::kProducer : WarpRole::kConsumer;
+
+    if (warp_idx == 0 && cute::elect_one_sync()) {
+      cute::prefetch_tma_descriptor(params.tma_q.get_tma_descriptor());
+      cute::prefetch_tma_descriptor(params.tma_k.get_tma_descriptor());
+      cute::prefetch_tma_descriptor(params.tma_v.get_tma_descriptor());
+      Traits::PipelineKV::init(&smem.pipeline_k, Traits::kNumMmaWarpgroups);
+      Traits::PipelineKV::init(&smem.pipeline_v, Traits::kNumMmaWarpgroups);
+      cutlass::arch::ClusterTransactionBarrier::init(&smem.q_full, 1);
+      cutlass::arch::ClusterBarrier::init(&smem.q_empty, Traits::kNumMmaWarpgroups);
+      cutlass::arch::fence_barrier_init();
+    }
+    __syncthreads();
+
+    typename Traits::PipelineKV pipeline_k{&smem.pipeline_k};
+    typename Traits::PipelineKV pipeline_v{&smem.pipeline_v};
+    FwdParams const& p = params.fwd;
+
+    if (role == WarpRole::kProducer) {
+      cutlass::arch::warpgroup_reg_dealloc<Traits::kProducerRegisters>();
+      if (warp_idx == 0 && cute::elect_one_sync()) {
+        MainloopFwdSm90Load<Traits> load;
+        for (int t = blockIdx.x; t < params.scheduler.num_tiles(); t += gridDim.x) {
+          TileCoord const tile = params.scheduler.coord(t);
+          SeqlenInfo const seq(p, tile.batch);
+          if (tile.m_block * Traits::kBlockM >= seq.seqlen_q) { continue; }
+          Mask const mask(seq.seqlen_q, seq.seqlen_k, p.window_left, p.window_right);
+          auto const trips = mask.trips(tile.m_block);
+          if (trips.empty()) { continue; }
+          load.load_tile(params, smem, pipeline_k, pipeline_v, tile, seq, trips);
+        }
+      }
+    } else {
+      cutlass::arch::warpgroup_reg_alloc<Traits::kConsumerRegisters>();
+      int const mma_thread_idx = threadIdx.x - cutlass::NumThreadsPerWarpGroup;
+      MainloopFwdSm90Mma<Traits> mainloop;
+      typename Traits::TiledMmaPV mma_pv;
+      for (int t = blockIdx.x; t < params.scheduler.num_tiles(); t += gridDim.x) {
+        TileCoord const tile = params.scheduler.coord(t);
+        SeqlenInfo const seq(p, tile.batch);
+        if (tile.m_block * Traits::kBlockM >= seq.seqlen_q) { continue; }
+        Mask const mask(seq.seqlen_q, seq.seqlen_k, p.window_left, p.window_right);
+        auto const trips = mask.trips(tile.m_block);
+        Tensor tOrO = partition_fragment_C(mma_pv, Shape<typename Traits::BlockM, typename Traits::HeadDimV>{});
+        clear(tOrO);
+        OnlineSoftmax<2> softmax(p.softmax_scale_log2);
+        // A tile that sees no key (empty sequence, or masked out entirely) still writes O = 0 and LSE = -inf.
+        if (!trips.empty()) {
+          mainloop.compute_tile(params, smem, pipeline_k, pipeline_v, mma_thread_idx, tile, mask, trips, tOrO,
+                                softmax);
+        }
+        EpilogueFwdSm90<Traits>::store(p, mma_thread_idx, tile, seq, tOrO, softmax);
+      }
+    }
+  }
+};
+
+template <class Kernel>
+__global__ void __launch_bounds__(Kernel::Traits::kNumThreads, 1)
+    fwd_kernel_sm90(CUTE_GRID_CONSTANT typename Kernel::Params const params) {
+  extern __shared__ char smem[];
+  Kernel{}(params, smem);
+}
+
+}  // namespace flash3

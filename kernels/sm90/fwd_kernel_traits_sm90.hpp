@@ -1,0 +1,99 @@
+// Compile-time shapes of the sm90 forward: tiles, WGMMA atoms, shared-memory layouts, TMA types, shared storage.
+#pragma once
+
+#include <cute/tensor.hpp>
+#include <cutlass/cutlass.h>
+#include <cutlass/gemm/collective/builders/sm90_common.inl>
+
+#include "kernels/common/pipeline_tma.hpp"
+#include "kernels/sm90/tile_config.hpp"
+
+namespace flash3 {
+
+template <class Element_, int kHeadDim_, int kHeadDimV_, bool kHasLocal_, bool kHasSoftcap_>
+struct FwdTraitsSm90 {
+  using Element = Element_;
+  static constexpr int kHeadDim = kHeadDim_;
+  static constexpr int kHeadDimV = kHeadDimV_;
+  static constexpr bool kHasLocal = kHasLocal_;
+  static constexpr bool kHasSoftcap = kHasSoftcap_;
+
+  static constexpr FwdTileConfig kConfig = fwd_tile_config_sm90(kHeadDim, kHeadDimV, kHasLocal);
+  static constexpr int kBlockM = kConfig.block_m;
+  static constexpr int kBlockN = kConfig.block_n;
+  static constexpr int kStages = kConfig.stages;
+  static constexpr int kNumMmaWarpgroups = kBlockM / 64;  // each consumer warpgroup owns 64 query rows
+  static constexpr int kNumMmaThreads = kNumMmaWarpgroups * cutlass::NumThreadsPerWarpGroup;
+  static constexpr int kNumThreads = kNumMmaThreads + cutlass::NumThreadsPerWarpGroup;  // + producer warpgroup
+  // setmaxnreg budgets (64K registers per SM, one CTA per SM): the producer only issues TMA and keeps the minimum.
+  static constexpr int kProducerRegisters = kNumMmaWarpgroups == 2 ? 24 : 32;
+  static constexpr int kConsumerRegisters = kNumMmaWarpgroups == 2 ? 240 : 160;
+
+  using BlockM = cute::Int<kBlockM>;
+  using BlockN = cute::Int<kBlockN>;
+  using HeadDim = cute::Int<kHeadDim>;
+  using HeadDimV = cute::Int<kHeadDimV>;
+  using StagesT = cute::Int<kStages>;
+
+  // S = Q K^T: both operands from shared memory, K-major. O += P V: P from registers, V^T MN-major in smem.
+  using AtomLayoutMma = cute::Layout<cute::Shape<cute::Int<kNumMmaWarpgroups>, cute::_1, cute::_1>>;
+  using TiledMmaQK = decltype(cute::make_tiled_mma(
+      cute::GMMA::ss_op_selector<Element, Element, float, cute::Shape<cute::_64, BlockN, HeadDim>>(),
+      AtomLayoutMma{}));
+  using TiledMmaPV = decltype(cute::make_tiled_mma(
+      cute::GMMA::rs_op_selector<Element, Element, float, cute::Shape<cute::_64, HeadDimV, BlockN>,
+                                 cute::GMMA::Major::K, cute::GMMA::Major::MN>(),
+      AtomLayoutMma{}));
+
+  using SmemLayoutQ = decltype(cute::tile_to_shape(
+      cutlass::gemm::collective::detail::ss_smem_selector<cute::GMMA::Major::K, Element, BlockM, HeadDim>(),
+      cute::Shape<BlockM, HeadDim>{}));
+  using SmemLayoutK = decltype(cute::tile_to_shape(
+      cutlass::gemm::collective::detail::ss_smem_selector<cute::GMMA::Major::K, Element, BlockN, HeadDim>(),
+      cute::Shape<BlockN, HeadDim, StagesT>{}));
+  // V as the B operand of P V is (dv, kBlockN) with dv contiguous (MN-major); tiled K-direction first, as the
+  // canonical MN-major GMMA layouts expect.
+  using SmemLayoutVt = decltype(cute::tile_to_shape(
+      cutlass::gemm::collective::detail::ss_smem_selector<cute::GMMA::Major::MN, Element, HeadDimV, BlockN>(),
+      cute::Shape<HeadDimV, BlockN, StagesT>{}, cute::Step<cute::_2, cute::_1, cute::_3>{}));
+
+  // Global tensors as the TMA sees them: (rows, d, heads, batch) with 64-bit strides; varlen uses batch = 1 and
+  // offsets rows by cu_seqlens.
+  using ShapeQKV = cute::Shape<int32_t, int32_t, int32_t, int32_t>;
+  using StrideQKV = cute::Stride<int64_t, cute::_1, int64_t, int64_t>;
+  using StrideVt = cute::Stride<cute::_1, int64_t, int64_t, int64_t>;  // V viewed as (d, rows, heads, batch)
+
+  using TmaQ = decltype(cute::make_tma_copy(
+      cute::SM90_TMA_LOAD{},
+      cute::make_tensor(cute::make_gmem_ptr(static_cast<Element const*>(nullptr)), ShapeQKV{}, StrideQKV{}),
+      SmemLayoutQ{}, cute::Shape<BlockM, HeadDim>{}, cute::_1{}));
+  using TmaK = decltype(cute::make_tma_copy(
+      cute::SM90_TMA_LOAD{},
+      cute::make_tensor(cute::make_gmem_ptr(static_cast<Element const*>(nullptr)), ShapeQKV{}, StrideQKV{}),
+      cute::take<0, 2>(SmemLayoutK{}), cute::Shape<BlockN, HeadDim>{}, cute::_1{}));
+  using TmaV = decltype(cute::make_tma_copy(
+      cute::SM90_TMA_LOAD{},
+      cute::make_tensor(cute::make_gmem_ptr(static_cast<Element const*>(nullptr)), ShapeQKV{}, StrideVt{}),
+      cute::take<0, 2>(SmemLayoutVt{}), cute::Shape<HeadDimV, BlockN>{}, cute::_1{}));
+
+  static constexpr uint32_t kTmaBytesQ = kBlockM * kHeadDim * sizeof(Element);
+  static constexpr uint32_t kTmaBytesK = kBlockN * kHeadDim * sizeof(Element);
+  static constexpr uint32_t kTmaBytesV = kBlockN * kHeadDimV * sizeof(Element);
+
+  using PipelineKV = TmaPipeline<kStages>;
+
+  struct SharedStorage {
+    // 128-byte swizzled tiles need 1024-byte alignment.
+    alignas(1024) cute::array_aligned<Element, cute::cosize_v<SmemLayoutQ>> q;
+    alignas(1024) cute::array_aligned<Element, cute::cosize_v<SmemLayoutK>> k;
+    alignas(1024) cute::array_aligned<Element, cute::cosize_v<SmemLayoutVt>> v;
+    typename PipelineKV::SharedStorage pipeline_k;
+    typename PipelineKV::SharedStorage pipeline_v;
+    uint64_t q_full;   // transaction barrier: Q tile landed
+    uint64_t q_empty;  // consumers are done with the Q tile (one arrival per consumer warpgroup)
+  };
+  static constexpr int kSharedStorageBytes = sizeof(SharedStorage);
+  static_assert(kSharedStorageBytes <= 227 * 1024, "tile config exceeds the 227 KB shared-memory limit");
+};
+
+}  // namespace flash3

@@ -1,0 +1,25 @@
+// Tile shapes of the sm90 forward, chosen per head dim. Constexpr data, not template pyramids.
+//
+// Shared memory is the binding limit (227 KB per CTA on H100): Q (kBlockM x d) + kStages x (K: kBlockN x d,
+// V: kBlockN x dv), 16-bit. E.g. d = 256: 64 KB + 2 x (40 + 40) KB = 224 KB, hence kBlockN = 80.
+// Registers are the other: each consumer thread of a 2-warpgroup CTA holds S (kBlockN/2 floats), P (kBlockN/4
+// words) and O (dv/2 floats) within 240 registers.
+#pragma once
+
+namespace flash3 {
+
+struct FwdTileConfig {
+  int block_m;
+  int block_n;
+  int stages;
+};
+
+constexpr FwdTileConfig fwd_tile_config_sm90(int head_dim, int head_dim_v, bool /*has_local*/) {
+  if (head_dim <= 64) return {128, 128, 2};
+  if (head_dim <= 96) return {128, 128, 2};
+  if (head_dim <= 128) return {128, 128, 2};
+  if (head_dim <= 192) return head_dim_v <= 128 ? FwdTileConfig{128, 112, 2} : FwdTileConfig{128, 112, 2};
+  return {128, 80, 2};
+}
+
+}  // namespace flash3

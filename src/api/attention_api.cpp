@@ -1,0 +1,59 @@
+// The C++ entry points: validate (src/api/validate.cpp), plan (src/dispatch), launch. Nothing below re-validates.
+#include <cuda_runtime_api.h>
+
+#include <sstream>
+
+#include "api/validate.hpp"
+#include "dispatch/fwd_dispatch.hpp"
+#include "flash3/flash3.hpp"
+
+namespace flash3 {
+
+namespace {
+
+int device_sm_count(const char* where) {
+  int device = 0, sms = 0;
+  cudaError_t err = cudaGetDevice(&device);
+  if (err == cudaSuccess) { err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device); }
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    throw Error(Status::kCudaError, std::string(where) + ": cannot query the device: " + cudaGetErrorString(err));
+  }
+  return sms;
+}
+
+}  // namespace
+
+int64_t forward_workspace_size(const ForwardArgs& args) {
+  validate_forward(args, 0);
+  return 0;  // the static persistent scheduler needs no scratch
+}
+
+void forward(const ForwardArgs& args) {
+  validate_forward(args, 0);
+  ProblemShape const shape = forward_problem_shape(args);
+  if (shape.no_queries() || shape.batch == 0) { return; }  // nothing to write
+  int const arch = current_device_arch("flash3::forward");
+  FwdPlan const plan = plan_forward(args, shape, arch, device_sm_count("flash3::forward"));
+  run_forward(plan, static_cast<cudaStream_t>(args.options.stream));
+}
+
+int64_t backward_workspace_size(const BackwardArgs& args) {
+  validate_backward(args, 0);
+  return 0;
+}
+
+void backward(const BackwardArgs& args) {
+  validate_backward(args, 0);
+  throw Error(Status::kNotSupported,
+              "flash3::backward: the backward kernel is not built yet (arguments are valid; the CPU reference "
+              "backward exists for tests)");
+}
+
+std::string describe_kernels() {
+  std::ostringstream s;
+  for (const KernelEntry& e : compiled_kernels()) { s << e.name << "\n"; }
+  return s.str();
+}
+
+}  // namespace flash3

@@ -1,0 +1,59 @@
+"""The kernel manifest: every kernel variant flash3 can compile, as data.
+
+One entry per generated file (one kernel per file, so file count equals build cost). Runtime flags that cost nothing
+in the steady-state loop (varlen, seqused, GQA ratio, causal vs. window, odd sizes) stay runtime parameters; only
+what changes the hot loop or the tile shape is a compile-time variant:
+  dtype    fp16 | bf16           (element type of q, k, v, out)
+  hdim     (d, dv)               compiled head dims; smaller d that are multiples of 8 round up to the next one
+  mask     none | local          local covers causal, sliding window and causal+window (masked trips only)
+  softcap  0 | 1                 tanh softcapping in the score path
+"""
+
+HEAD_DIMS = [(64, 64), (96, 96), (128, 128), (192, 128), (192, 192), (256, 256)]
+DTYPES = ["fp16", "bf16"]
+MASKS = ["none", "local"]
+SOFTCAPS = [0, 1]
+
+
+def kernel_name(k):
+    d, dv = k["hdim"]
+    hd = f"hd{d}" if d == dv else f"hd{d}x{dv}"
+    sc = "_softcap" if k["softcap"] else ""
+    return f"{k['dir']}_{k['arch']}_{k['dtype']}_{hd}_{k['mask']}{sc}"
+
+
+def all_kernels():
+    out = []
+    for dtype in DTYPES:
+        for hdim in HEAD_DIMS:
+            for mask in MASKS:
+                for softcap in SOFTCAPS:
+                    out.append(dict(arch="sm90", dir="fwd", dtype=dtype, hdim=hdim, mask=mask, softcap=softcap))
+    return out
+
+
+def _field_str(k, field):
+    if field == "hdim":
+        d, dv = k["hdim"]
+        return {str(d), f"{d}x{dv}"} if d == dv else {f"{d}x{dv}"}
+    return {str(k[field])}
+
+
+def select(filter_spec):
+    """filter_spec: 'all', 'none', or ';'-separated 'field=v1,v2' clauses that must all match."""
+    spec = (filter_spec or "all").strip()
+    kernels = all_kernels()
+    if spec == "all":
+        return kernels
+    if spec == "none":
+        return []
+    clauses = []
+    for clause in filter(None, (c.strip() for c in spec.split(";"))):
+        if "=" not in clause:
+            raise ValueError(f"FLASH3_KERNELS clause '{clause}' is not field=values")
+        field, values = clause.split("=", 1)
+        field = field.strip()
+        if field not in ("arch", "dir", "dtype", "hdim", "mask", "softcap"):
+            raise ValueError(f"FLASH3_KERNELS: unknown field '{field}'")
+        clauses.append((field, {v.strip() for v in values.split(",")}))
+    return [k for k in kernels if all(_field_str(k, f) & vals for f, vals in clauses)]
