@@ -263,8 +263,9 @@ def selftest(lib_path=None):
             bad = [k for k in sorted(set(c) | set(py)) if c.get(k) != py.get(k)]
             for k in bad:
                 print(f"    {k}: C {c.get(k)} vs ctypes {py.get(k)}")
+            size = c.get("sizeof.flash3_attention_params", ["?"])[0]
             report(not bad, f"ctypes Flash3Params / Flash3Tensor match flash3_c.h ({len(c)} offsets, sizes and enum "
-                            f"values compared with {os.path.basename(cc)}; sizeof(params) = {c.get('sizeof.flash3_attention_params', ['?'])[0]})")
+                            f"values compared with {os.path.basename(cc)}; sizeof(params) = {size})")
 
     # 2. The anchor table against its markdown source.
     if os.path.exists(anchors.ANCHOR_SOURCE):
@@ -487,10 +488,11 @@ def _f(x, spec):
 def render_markdown(rows, peers, info, mode, timer_desc=""):
     extra = [p for p in peers if p != "cudnn"]
     head = ["hdim", "mask", "seqlen", "flash3 TFLOPS", "cuDNN TFLOPS", "flash3/cuDNN", "FA3/cuDNN (anchor)",
-            "verdict (flash3/cuDNN >= FA3/cuDNN ?)", "max abs diff vs SDPA"] + [f"{PEER_LABELS[p]} TFLOPS" for p in extra]
+            "verdict (flash3/cuDNN >= FA3/cuDNN ?)", "max abs diff vs SDPA"]
+    head += [f"{PEER_LABELS[p]} TFLOPS" for p in extra]
     lines = [f"# flash3 vs peers ({mode}, bf16, batch = {TOTAL_TOKENS}/seqlen, heads = {HIDDEN}/hdim)", "",
-             f"GPU: {info.get('name')}; SM clock {info.get('sm_clock', 'n/a')} (max {info.get('max_sm_clock', 'n/a')}); "
-             f"power limit {info.get('power_limit', 'n/a')}"]
+             f"GPU: {info.get('name')}; SM clock {info.get('sm_clock', 'n/a')} "
+             f"(max {info.get('max_sm_clock', 'n/a')}); power limit {info.get('power_limit', 'n/a')}"]
     for key in ("flash3", "torch", "cudnn", "timer", "date"):
         if info.get(key):
             lines.append(f"{key}: {info[key]}")
@@ -511,6 +513,9 @@ def render_markdown(rows, peers, info, mode, timer_desc=""):
     notes = []
     for r in rows:
         for p, d in r.get("peers", {}).items():
+            if d.get("layout") == "contiguous copies":
+                notes.append(f"- {PEER_LABELS[p]} refused the strided (b, h, s, d) views for hdim {r['hdim']} "
+                             f"{'causal' if r['causal'] else 'full'} seqlen {r['seqlen']}: timed on contiguous copies")
             if "error" in d:
                 notes.append(f"- {PEER_LABELS[p]} refused hdim {r['hdim']} {'causal' if r['causal'] else 'full'} "
                              f"seqlen {r['seqlen']}: {d['error']}")
@@ -555,7 +560,10 @@ def main(argv=None):
     for p in peers:
         if p not in PEER_BACKENDS:
             ap.error(f"--peers: unknown peer '{p}' (expected {', '.join(PEER_BACKENDS)})")
-    seqlens = [int(x) for x in args.seqlen.split(",")] if args.seqlen else list(QUICK_SEQLENS if args.quick else SEQLENS)
+    if args.seqlen:
+        seqlens = [int(x) for x in args.seqlen.split(",")]
+    else:
+        seqlens = list(QUICK_SEQLENS if args.quick else SEQLENS)
     hdims = [int(x) for x in args.hdim.split(",")] if args.hdim else list(HDIMS)
     causals = [bool(int(x)) for x in args.causal.split(",")]
 

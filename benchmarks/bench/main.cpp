@@ -113,7 +113,9 @@ int64_t parse_int(const std::string& s, const std::string& opt) {
   char* end = nullptr;
   errno = 0;
   const long long v = std::strtoll(s.c_str(), &end, 10);
-  if (s.empty() || errno != 0 || end == nullptr || *end != '\0') throw UsageError(opt + ": '" + s + "' is not an integer");
+  if (s.empty() || errno != 0 || end == nullptr || *end != '\0') {
+    throw UsageError(opt + ": '" + s + "' is not an integer");
+  }
   return v;
 }
 
@@ -121,7 +123,9 @@ float parse_float(const std::string& s, const std::string& opt) {
   char* end = nullptr;
   errno = 0;
   const float v = std::strtof(s.c_str(), &end);
-  if (s.empty() || errno != 0 || end == nullptr || *end != '\0') throw UsageError(opt + ": '" + s + "' is not a number");
+  if (s.empty() || errno != 0 || end == nullptr || *end != '\0') {
+    throw UsageError(opt + ": '" + s + "' is not a number");
+  }
   return v;
 }
 
@@ -908,7 +912,8 @@ int main(int argc, char** argv) {
   }
   if (list_kernels) {
     const std::string kernels = flash3::describe_kernels();
-    std::printf("%s", kernels.empty() ? "(no kernels compiled into this build: see FLASH3_KERNELS)\n" : kernels.c_str());
+    std::printf("%s",
+                kernels.empty() ? "(no kernels compiled into this build: see FLASH3_KERNELS)\n" : kernels.c_str());
     return 0;
   }
 
@@ -1082,7 +1087,9 @@ int main(int argc, char** argv) {
   if (!opt.json.empty()) write_json(opt.json, opt, dev, ceilings.get(), results);
 
   for (const Result& r : results) {
-    if (r.status == "check-failed") std::printf("check FAILED for %s: %s\n", config_str(r.cfg).c_str(), r.message.c_str());
+    if (r.status == "check-failed") {
+      std::printf("check FAILED for %s: %s\n", config_str(r.cfg).c_str(), r.message.c_str());
+    }
   }
   const fb::GpuState after = nvml.query();
   std::printf("\n%d ok, %d skipped, %d errors, %d check failures; SM clock now %s, power draw %s\n", n_ok, n_skipped,

@@ -1,9 +1,11 @@
 // Persistent tile scheduler: grid = min(#tiles, #SMs) CTAs, each walking tiles idx, idx + gridDim.x, ...
 //
-// Tile order: query block outermost, (batch, head) innermost. CTAs that run at the same time then work on
-// neighbouring heads at the same query block, so each head's K and V are streamed by several CTAs close together
-// in time and stay in L2. With a mask that shortens early query blocks (causal), the query blocks run from the last
-// (longest) to the first, so the short tiles fill the tail of the schedule.
+// Tile order: (batch, head) outermost, query block innermost. CTAs that run at the same time then work on the query
+// blocks of the same few heads, so each head's K and V come from HBM once and are re-read from L2 by the others.
+// (Query block outermost looks equivalent but is not: at seqlen 1k, 132 concurrent CTAs then stream 132 different
+// heads' K/V, 66 MB per wave, more than the 50 MB L2, and the kernel becomes HBM-bound: measured 324 TFLOPS at hdim
+// 128, see docs/perf-notes.md.) With a mask that shortens early query blocks (causal), each head's query blocks run
+// from the last (longest) to the first.
 #pragma once
 
 #include <cutlass/cutlass.h>
@@ -25,8 +27,8 @@ struct StaticPersistentScheduler {
   CUTLASS_HOST_DEVICE int num_tiles() const { return num_m_blocks * num_heads * num_batch; }
 
   CUTLASS_DEVICE TileCoord coord(int tile) const {
-    int const bh = tile % (num_heads * num_batch);
-    int m_block = tile / (num_heads * num_batch);
+    int const bh = tile / num_m_blocks;
+    int m_block = tile - bh * num_m_blocks;
     if (kLongestFirst) { m_block = num_m_blocks - 1 - m_block; }
     return {m_block, bh % num_heads, bh / num_heads};
   }

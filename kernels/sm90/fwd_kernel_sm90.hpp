@@ -79,6 +79,10 @@ struct FwdKernelSm90 {
       int const mma_thread_idx = threadIdx.x - cutlass::NumThreadsPerWarpGroup;
       MainloopFwdSm90Mma<Traits> mainloop;
       typename Traits::TiledMmaPV mma_pv;
+      int const warpgroup = mma_thread_idx / cutlass::NumThreadsPerWarpGroup;
+      if constexpr (Traits::kPingpong) {
+        if (warpgroup == 1) { pingpong_pass_turn(warpgroup); }
+      }
       for (int t = blockIdx.x; t < params.scheduler.num_tiles(); t += gridDim.x) {
         TileCoord const tile = params.scheduler.coord(t);
         SeqlenInfo const seq(p, tile.batch);
@@ -94,6 +98,9 @@ struct FwdKernelSm90 {
                                 softmax);
         }
         EpilogueFwdSm90<Traits>::store(p, mma_thread_idx, tile, seq, tOrO, softmax);
+      }
+      if constexpr (Traits::kPingpong) {
+        if (warpgroup == 0) { pingpong_wait_turn(warpgroup); }
       }
     }
   }

@@ -25,6 +25,8 @@ struct FwdTraitsSm90 {
   static constexpr int kNumMmaWarpgroups = kBlockM / 64;  // each consumer warpgroup owns 64 query rows
   static constexpr int kNumMmaThreads = kNumMmaWarpgroups * cutlass::NumThreadsPerWarpGroup;
   static constexpr int kNumThreads = kNumMmaThreads + cutlass::NumThreadsPerWarpGroup;  // + producer warpgroup
+  // Pingpong scheduling of the two consumer warpgroups (see mainloop_fwd_sm90_mma.hpp).
+  static constexpr bool kPingpong = kConfig.pingpong && kNumMmaWarpgroups == 2;
   // setmaxnreg budgets (64K registers per SM, one CTA per SM): the producer only issues TMA and keeps the minimum.
   static constexpr int kProducerRegisters = kNumMmaWarpgroups == 2 ? 24 : 32;
   static constexpr int kConsumerRegisters = kNumMmaWarpgroups == 2 ? 240 : 160;

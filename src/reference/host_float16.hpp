@@ -42,7 +42,7 @@ inline uint16_t float_to_half_bits(float f) {
     // float (the result is < 2^10), and rounding the integer part by hand keeps the mode round-to-nearest-even
     // whatever the FPU's rounding mode is.
     const float scaled = bits_float(absx) * 16777216.0f;
-    uint32_t m = static_cast<uint32_t>(scaled);  // truncation
+    uint32_t m = static_cast<uint32_t>(scaled);         // truncation
     const float rest = scaled - static_cast<float>(m);  // exact: scaled has at most 24 significant bits
     if (rest > 0.5f || (rest == 0.5f && (m & 1u))) ++m;
     return static_cast<uint16_t>(sign | m);  // m == 0x400 encodes the smallest normal, as it should

@@ -122,8 +122,10 @@ void ReferenceProblem::validate() const {
     require(used.size() == static_cast<size_t>(batch), std::string(name) + " must have batch entries");
     for (int b = 0; b < batch; ++b) {
       int len;
-      if (is_q) len = varlen_q() ? cu_seqlens_q[b + 1] - cu_seqlens_q[b] : seqlen_q;
-      else len = varlen_k() ? cu_seqlens_k[b + 1] - cu_seqlens_k[b] : seqlen_k;
+      if (is_q)
+        len = varlen_q() ? cu_seqlens_q[b + 1] - cu_seqlens_q[b] : seqlen_q;
+      else
+        len = varlen_k() ? cu_seqlens_k[b + 1] - cu_seqlens_k[b] : seqlen_k;
       require(used[b] >= 0 && used[b] <= len, std::string(name) + " entries must lie in [0, sequence length]");
     }
   };
@@ -300,16 +302,22 @@ void reference_forward_lowprec(const ReferenceProblem& p, Precision precision, c
   const int d = p.head_dim, dv = p.dv(), h = p.heads, hk = p.heads_k, group = p.heads / p.heads_k;
   const float scale = static_cast<float>(p.scale());
   const float softcap = static_cast<float>(p.softcap);
-  auto rnd = [precision](double x) { return round_to(precision, static_cast<float>(x)); };
+  // Round every input once up front; the loops below then run on plain floats.
+  auto rounded = [precision](const double* x, int64_t n) {
+    std::vector<float> r(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) r[i] = round_to(precision, static_cast<float>(x[i]));
+    return r;
+  };
+  const std::vector<float> qf = rounded(q, p.q_elems()), kf = rounded(k, p.k_elems()), vf = rounded(v, p.v_elems());
   const double flops = 2.0 * static_cast<double>(p.rows_q()) * h * (d + dv) *
                        std::max<double>(1.0, static_cast<double>(p.rows_k()) / p.batch);
   parallel_for(static_cast<int64_t>(p.batch) * h, flops, [&](int64_t item) {
     const int b = static_cast<int>(item / h), hq = static_cast<int>(item % h), hkv = hq / group;
     const ReferenceProblem::Sequence s = p.sequence(b);
     std::vector<float> score(static_cast<size_t>(std::max(s.sk, 1)));
-    std::vector<float> qrow(static_cast<size_t>(d)), acc(static_cast<size_t>(dv));
+    std::vector<float> acc(static_cast<size_t>(dv));
     for (int i = 0; i < s.sq; ++i) {
-      const double* qi = q + ((s.q_row0 + i) * h + hq) * d;
+      const float* qi = qf.data() + ((s.q_row0 + i) * h + hq) * d;
       double* oi = out + ((s.q_row0 + i) * h + hq) * dv;
       int lo, hi;
       p.key_range(s, i, &lo, &hi);
@@ -318,15 +326,14 @@ void reference_forward_lowprec(const ReferenceProblem& p, Precision precision, c
         if (lse) lse[p.lse_index(b, hq, i)] = kNegInf;
         continue;
       }
-      for (int c = 0; c < d; ++c) qrow[c] = rnd(qi[c]);
       float row_max = -std::numeric_limits<float>::infinity();
       for (int j = lo; j <= hi; ++j) {
-        const double* kj = k + ((s.k_row0 + j) * hk + hkv) * d;
+        const float* kj = kf.data() + ((s.k_row0 + j) * hk + hkv) * d;
         float dot = 0.0f;
-        for (int c = 0; c < d; ++c) dot += qrow[c] * rnd(kj[c]);
+        for (int c = 0; c < d; ++c) dot += qi[c] * kj[c];
         const float s_low = round_to(precision, dot);  // the matmul's output tensor is in the input dtype
-        const float sc = softcap > 0 ? round_to(precision, softcap * std::tanh(s_low * scale / softcap))
-                                     : s_low * scale;
+        const float sc =
+            softcap > 0 ? round_to(precision, softcap * std::tanh(s_low * scale / softcap)) : s_low * scale;
         score[j - lo] = sc;
         row_max = std::max(row_max, sc);
       }
@@ -338,8 +345,8 @@ void reference_forward_lowprec(const ReferenceProblem& p, Precision precision, c
       std::fill(acc.begin(), acc.end(), 0.0f);
       for (int j = lo; j <= hi; ++j) {
         const float pj = round_to(precision, score[j - lo] / sum);
-        const double* vj = v + ((s.k_row0 + j) * hk + hkv) * dv;
-        for (int c = 0; c < dv; ++c) acc[c] += pj * rnd(vj[c]);
+        const float* vj = vf.data() + ((s.k_row0 + j) * hk + hkv) * dv;
+        for (int c = 0; c < dv; ++c) acc[c] += pj * vj[c];
       }
       for (int c = 0; c < dv; ++c) oi[c] = round_to(precision, acc[c]);
       if (lse) lse[p.lse_index(b, hq, i)] = static_cast<double>(row_max + std::log(sum));

@@ -42,23 +42,23 @@ struct ReferenceProblem {
   int heads = 1;
   int heads_k = 1;
   int head_dim = 0;
-  int head_dim_v = 0;  // 0 means head_dim
+  int head_dim_v = 0;          // 0 means head_dim
   double softmax_scale = 0.0;  // <= 0 means 1 / sqrt(head_dim)
   bool causal = false;
-  int window_left = -1;  // -1: unbounded
-  int window_right = -1;  // -1: unbounded; must be -1 or 0 when causal
-  double softcap = 0.0;  // > 0 turns softcapping on
+  int window_left = -1;           // -1: unbounded
+  int window_right = -1;          // -1: unbounded; must be -1 or 0 when causal
+  double softcap = 0.0;           // > 0 turns softcapping on
   std::vector<int> cu_seqlens_q;  // size batch + 1, or empty (batch mode on the q side)
   std::vector<int> cu_seqlens_k;  // size batch + 1, or empty (batch mode on the k side)
-  std::vector<int> seqused_q;  // size batch, or empty
-  std::vector<int> seqused_k;  // size batch, or empty
+  std::vector<int> seqused_q;     // size batch, or empty
+  std::vector<int> seqused_k;     // size batch, or empty
 
   // Where one sequence lives and how long it is.
   struct Sequence {
     int64_t q_row0;  // first row of this sequence in the (rows, heads, dim) view of q / out
     int64_t k_row0;  // first row in the view of k / v
-    int sq;  // query rows used (seqused_q or the sequence's length)
-    int sk;  // keys used
+    int sq;          // query rows used (seqused_q or the sequence's length)
+    int sk;          // keys used
   };
 
   bool varlen_q() const { return !cu_seqlens_q.empty(); }

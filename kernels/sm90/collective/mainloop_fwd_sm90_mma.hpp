@@ -36,6 +36,18 @@ CUTLASS_DEVICE void wgmma_gemm(TiledMma& mma, TensorA const& tA, TensorB const& 
   if constexpr (kARegisters) { warpgroup_fence_operand(const_cast<TensorA&>(tA)); }
 }
 
+// Pingpong turn-taking between two consumer warpgroups on named barriers: warpgroup w waits on barrier w (its own
+// 128 threads plus the other warpgroup's 128 arrivals) and arrives on the other's. Warpgroup 1 arrives on barrier 0
+// once at the start so warpgroup 0 goes first; warpgroup 0 consumes the matching extra arrival at the end.
+CUTLASS_DEVICE void pingpong_wait_turn(int warpgroup) {
+  named_barrier_sync(2 * cutlass::NumThreadsPerWarpGroup,
+                     static_cast<FwdNamedBarrier>(int(FwdNamedBarrier::kWarpSchedulerWG1) + warpgroup));
+}
+CUTLASS_DEVICE void pingpong_pass_turn(int warpgroup) {
+  named_barrier_arrive(2 * cutlass::NumThreadsPerWarpGroup,
+                       static_cast<FwdNamedBarrier>(int(FwdNamedBarrier::kWarpSchedulerWG1) + (1 - warpgroup)));
+}
+
 template <class Traits>
 struct MainloopFwdSm90Mma {
   using Element = typename Traits::Element;
@@ -99,6 +111,16 @@ struct MainloopFwdSm90Mma {
       for (int i = 0; i < size(converted); ++i) { tOrP_owner(i) = converted(i); }
     };
 
+    // Pingpong: take our turn on the tensor cores before issuing, hand it to the other warpgroup right after, so
+    // its GEMMs run under our softmax (FA3 paper, sec. 3.1).
+    int const warpgroup = mma_thread_idx / cutlass::NumThreadsPerWarpGroup;
+    auto begin_issue = [&]() CUTLASS_LAMBDA_FUNC_INLINE {
+      if constexpr (Traits::kPingpong) { pingpong_wait_turn(warpgroup); }
+    };
+    auto end_issue = [&]() CUTLASS_LAMBDA_FUNC_INLINE {
+      if constexpr (Traits::kPingpong) { pingpong_pass_turn(warpgroup); }
+    };
+
     cutlass::arch::ClusterTransactionBarrier::wait(&smem.q_full, phase_q);
     phase_q ^= 1;
 
@@ -107,7 +129,9 @@ struct MainloopFwdSm90Mma {
     float correction[kRowsPerThread];
     {
       pipeline_k.consumer_wait(state_kv);
+      begin_issue();
       wgmma_gemm<true>(mma_qk, tSrQ, tSrK(_, _, _, state_kv.index), tSrS);
+      end_issue();
       warpgroup_wait<0>();
       pipeline_k.consumer_release(state_kv, is_wg_leader);
       if (n_block >= trips.n_masked_hi || n_block < trips.n_masked_lo) {
@@ -124,9 +148,11 @@ struct MainloopFwdSm90Mma {
       State const state_prev = state_kv;
       state_kv.advance();
       pipeline_k.consumer_wait(state_kv);
-      wgmma_gemm<true>(mma_qk, tSrQ, tSrK(_, _, _, state_kv.index), tSrS);
       pipeline_v.consumer_wait(state_prev);
+      begin_issue();
+      wgmma_gemm<true>(mma_qk, tSrQ, tSrK(_, _, _, state_kv.index), tSrS);
       wgmma_gemm<false>(mma_pv, tOrP, tOrV(_, _, _, state_prev.index), tOrO);
+      end_issue();
       warpgroup_wait<1>();  // S_n is ready; P V still running
       pipeline_k.consumer_release(state_kv, is_wg_leader);
       score_transform(tSrS_rc, n_block, needs_mask);
@@ -146,7 +172,9 @@ struct MainloopFwdSm90Mma {
     if (is_wg_leader) { cutlass::arch::ClusterBarrier::arrive(&smem.q_empty); }
 
     pipeline_v.consumer_wait(state_kv);
+    begin_issue();
     wgmma_gemm<false>(mma_pv, tOrP, tOrV(_, _, _, state_kv.index), tOrO);
+    end_issue();
     warpgroup_wait<0>();
     pipeline_v.consumer_release(state_kv, is_wg_leader);
     state_kv.advance();

@@ -26,16 +26,16 @@ inline bool has_gpu() { return no_gpu_reason().empty(); }
 
 // Skip the calling test (a test body or a void helper called from one) unless a CUDA device is present / unless it
 // is an sm_90 device. Tests that check error reporting without a device use neither.
-#define FLASH3_REQUIRE_GPU()                                               \
-  do {                                                                     \
+#define FLASH3_REQUIRE_GPU()                                                 \
+  do {                                                                       \
     const std::string& flash3_skip_reason_ = ::flash3_test::no_gpu_reason(); \
     if (!flash3_skip_reason_.empty()) GTEST_SKIP() << flash3_skip_reason_;   \
   } while (0)
 
-#define FLASH3_REQUIRE_SM90()                                                \
-  do {                                                                       \
+#define FLASH3_REQUIRE_SM90()                                                 \
+  do {                                                                        \
     const std::string& flash3_skip_reason_ = ::flash3_test::no_sm90_reason(); \
-    if (!flash3_skip_reason_.empty()) GTEST_SKIP() << flash3_skip_reason_;     \
+    if (!flash3_skip_reason_.empty()) GTEST_SKIP() << flash3_skip_reason_;    \
   } while (0)
 
 // Throws std::runtime_error naming the failed call, file and line (gtest reports it as a test failure).

@@ -1,6 +1,4 @@
 // The naive GPU attention (see naive_attention_gpu.hpp). Deliberately simple: clarity over speed.
-#include "common/naive_attention_gpu.hpp"
-
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -11,13 +9,15 @@
 #include <string>
 #include <vector>
 
+#include "common/naive_attention_gpu.hpp"
+
 namespace flash3_test {
 
 namespace {
 
 constexpr int kThreads = 128;  // 4 warps
 constexpr int kWarps = kThreads / 32;
-constexpr int kChunk = 1024;  // keys whose scores sit in shared memory at a time
+constexpr int kChunk = 1024;          // keys whose scores sit in shared memory at a time
 constexpr int kMaxColsPerThread = 4;  // head_dim_v <= kThreads * 4
 
 // Where one sequence lives (host-computed from the ReferenceProblem).
@@ -110,8 +110,8 @@ __device__ void compute_scores(const NaiveParams& prm, const float* q_row, const
 template <class T, bool kLow>
 __global__ void __launch_bounds__(kThreads) naive_attention_kernel(NaiveParams prm) {
   extern __shared__ double smem[];
-  double* scores = smem;                    // kChunk
-  double* scratch = scores + kChunk;        // kWarps
+  double* scores = smem;                                      // kChunk
+  double* scratch = scores + kChunk;                          // kWarps
   float* q_row = reinterpret_cast<float*>(scratch + kWarps);  // d
 
   const int i = blockIdx.x, hq = blockIdx.y, b = blockIdx.z;
@@ -158,8 +158,10 @@ __global__ void __launch_bounds__(kThreads) naive_attention_kernel(NaiveParams p
     const int n = min(kChunk, last - j0 + 1);
     compute_scores<T, kLow>(prm, q_row, k_base, k_row_stride, j0, n, scores);
     for (int jj = threadIdx.x; jj < n; jj += kThreads) {
-      if constexpr (kLow) partial_f += expf(static_cast<float>(scores[jj]) - static_cast<float>(row_max));
-      else partial += exp(scores[jj] - row_max);
+      if constexpr (kLow)
+        partial_f += expf(static_cast<float>(scores[jj]) - static_cast<float>(row_max));
+      else
+        partial += exp(scores[jj] - row_max);
     }
     __syncthreads();
   }
@@ -190,8 +192,10 @@ __global__ void __launch_bounds__(kThreads) naive_attention_kernel(NaiveParams p
       for (int u = 0; u < kMaxColsPerThread; ++u) {
         const int c = threadIdx.x + u * kThreads;
         if (c < prm.dv) {
-          if constexpr (kLow) acc_f[u] += static_cast<float>(p) * load(vj, c);
-          else acc[u] += p * static_cast<double>(load(vj, c));
+          if constexpr (kLow)
+            acc_f[u] += static_cast<float>(p) * load(vj, c);
+          else
+            acc[u] += p * static_cast<double>(load(vj, c));
         }
       }
     }
@@ -203,8 +207,8 @@ __global__ void __launch_bounds__(kThreads) naive_attention_kernel(NaiveParams p
     if (c < prm.dv) out_row[c] = kLow ? static_cast<double>(round_to_t<T>(acc_f[u])) : acc[u];
   }
   if (prm.lse && threadIdx.x == 0) {
-    prm.lse[lse_at] = kLow ? static_cast<double>(static_cast<float>(row_max) + logf(static_cast<float>(sum)))
-                           : row_max + log(sum);
+    prm.lse[lse_at] =
+        kLow ? static_cast<double>(static_cast<float>(row_max) + logf(static_cast<float>(sum))) : row_max + log(sum);
   }
 }
 
@@ -222,8 +226,8 @@ void launch(const NaiveParams& prm, dim3 grid, size_t smem, cudaStream_t stream)
 
 }  // namespace
 
-void naive_attention_forward(const flash3::ref::ReferenceProblem& p, flash3::ref::Precision precision,
-                             NaiveMode mode, const void* q, const void* k, const void* v, double* out, double* lse,
+void naive_attention_forward(const flash3::ref::ReferenceProblem& p, flash3::ref::Precision precision, NaiveMode mode,
+                             const void* q, const void* k, const void* v, double* out, double* lse,
                              cudaStream_t stream) {
   p.validate();
   if (p.dv() > kThreads * kMaxColsPerThread) throw std::invalid_argument("naive_attention_forward: head_dim_v > 512");

@@ -22,8 +22,8 @@ enum class NaiveMode { kReference, kLowPrecision };
 
 // q, k, v: device arrays in the problem's layouts. out: device doubles (p.out_elems()); lse: device doubles
 // (p.lse_elems()) or null. Runs on `stream` and returns when it is done; throws std::runtime_error on a CUDA error.
-void naive_attention_forward(const flash3::ref::ReferenceProblem& p, flash3::ref::Precision precision,
-                             NaiveMode mode, const void* q, const void* k, const void* v, double* out, double* lse,
+void naive_attention_forward(const flash3::ref::ReferenceProblem& p, flash3::ref::Precision precision, NaiveMode mode,
+                             const void* q, const void* k, const void* v, double* out, double* lse,
                              cudaStream_t stream = nullptr);
 
 }  // namespace flash3_test

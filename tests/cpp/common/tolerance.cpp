@@ -61,17 +61,17 @@ void row_owner(const ReferenceProblem& p, int64_t row, int* b_out, int* i_out) {
     max_ref = std::max(max_ref, std::fabs(ref[i]));
   }
   if (first_bad >= 0) {
-    return ::testing::AssertionFailure()
-           << what << ": non-finite output " << out[first_bad] << " at " << locate_or_index(locate, first_bad)
-           << " (reference " << ref[first_bad] << "); a NaN usually means an element was never written";
+    return ::testing::AssertionFailure() << what << ": non-finite output " << out[first_bad] << " at "
+                                         << locate_or_index(locate, first_bad) << " (reference " << ref[first_bad]
+                                         << "); a NaN usually means an element was never written";
   }
   const double bound = 2.0 * max_low_err + kNoiseAbs + kNoiseRel * max_ref;
   std::ostringstream msg;
   msg.precision(6);
   msg << what << ": max|out-ref| = " << max_err;
   if (worst >= 0) {
-    msg << " at " << locate_or_index(locate, worst) << " (out " << out[worst] << ", ref " << ref[worst]
-        << ", lowprec " << lowprec[worst] << ")";
+    msg << " at " << locate_or_index(locate, worst) << " (out " << out[worst] << ", ref " << ref[worst] << ", lowprec "
+        << lowprec[worst] << ")";
   }
   msg << "; bound = 2 * " << max_low_err << " (max|lowprec-ref|";
   if (worst_low >= 0) msg << " at " << locate_or_index(locate, worst_low);
@@ -109,7 +109,8 @@ void row_owner(const ReferenceProblem& p, int64_t row, int* b_out, int* i_out) {
   std::ostringstream msg;
   msg.precision(8);
   msg << what << ": worst |lse-ref| / (" << tol << " * max(1,|ref|)) = " << worst_ratio;
-  if (worst >= 0) msg << " at " << locate_or_index(locate, worst) << " (lse " << lse[worst] << ", ref " << ref[worst] << ")";
+  if (worst >= 0)
+    msg << " at " << locate_or_index(locate, worst) << " (lse " << lse[worst] << ", ref " << ref[worst] << ")";
   msg << "; " << checked << " elements checked";
   if (worst_ratio <= 1.0) return ::testing::AssertionSuccess() << msg.str();
   return ::testing::AssertionFailure() << msg.str();

@@ -24,13 +24,13 @@ TEST(HostFloat16, KnownHalfValues) {
   EXPECT_EQ(float_to_half_bits(-2.0f), 0xc000);
   EXPECT_EQ(float_to_half_bits(0.0f), 0x0000);
   EXPECT_EQ(float_to_half_bits(-0.0f), 0x8000);
-  EXPECT_EQ(float_to_half_bits(65504.0f), 0x7bff);   // largest finite
-  EXPECT_EQ(float_to_half_bits(65519.0f), 0x7bff);   // below the half-way point
-  EXPECT_EQ(float_to_half_bits(65520.0f), 0x7c00);   // the tie rounds to even: infinity
-  EXPECT_EQ(float_to_half_bits(std::ldexp(1.0f, -14)), 0x0400);  // smallest normal
-  EXPECT_EQ(float_to_half_bits(std::ldexp(1.0f, -24)), 0x0001);  // smallest subnormal
-  EXPECT_EQ(float_to_half_bits(std::ldexp(1.0f, -25)), 0x0000);  // tie between 0 and 2^-24: even is 0
-  EXPECT_EQ(float_to_half_bits(std::ldexp(3.0f, -25)), 0x0002);  // tie between 1 and 2 units: even is 2
+  EXPECT_EQ(float_to_half_bits(65504.0f), 0x7bff);                      // largest finite
+  EXPECT_EQ(float_to_half_bits(65519.0f), 0x7bff);                      // below the half-way point
+  EXPECT_EQ(float_to_half_bits(65520.0f), 0x7c00);                      // the tie rounds to even: infinity
+  EXPECT_EQ(float_to_half_bits(std::ldexp(1.0f, -14)), 0x0400);         // smallest normal
+  EXPECT_EQ(float_to_half_bits(std::ldexp(1.0f, -24)), 0x0001);         // smallest subnormal
+  EXPECT_EQ(float_to_half_bits(std::ldexp(1.0f, -25)), 0x0000);         // tie between 0 and 2^-24: even is 0
+  EXPECT_EQ(float_to_half_bits(std::ldexp(3.0f, -25)), 0x0002);         // tie between 1 and 2 units: even is 2
   EXPECT_EQ(float_to_half_bits(1.0f + std::ldexp(1.0f, -11)), 0x3c00);  // tie: stays at 1 (even)
   EXPECT_EQ(float_to_half_bits(1.0f + std::ldexp(3.0f, -11)), 0x3c02);  // tie: goes up to the even mantissa 2
   EXPECT_EQ(float_to_half_bits(std::numeric_limits<float>::infinity()), 0x7c00);
@@ -43,9 +43,9 @@ TEST(HostFloat16, KnownHalfValues) {
 TEST(HostFloat16, KnownBf16Values) {
   EXPECT_EQ(float_to_bf16_bits(1.0f), 0x3f80);
   EXPECT_EQ(float_to_bf16_bits(-1.5f), 0xbfc0);
-  EXPECT_EQ(float_to_bf16_bits(1.0f + std::ldexp(1.0f, -8)), 0x3f80);   // tie to even (down)
-  EXPECT_EQ(float_to_bf16_bits(1.0f + std::ldexp(3.0f, -8)), 0x3f82);   // tie to even (up)
-  EXPECT_EQ(float_to_bf16_bits(1.0f + std::ldexp(1.0f, -9)), 0x3f80);   // below the tie
+  EXPECT_EQ(float_to_bf16_bits(1.0f + std::ldexp(1.0f, -8)), 0x3f80);        // tie to even (down)
+  EXPECT_EQ(float_to_bf16_bits(1.0f + std::ldexp(3.0f, -8)), 0x3f82);        // tie to even (up)
+  EXPECT_EQ(float_to_bf16_bits(1.0f + std::ldexp(1.0f, -9)), 0x3f80);        // below the tie
   EXPECT_EQ(float_to_bf16_bits(std::numeric_limits<float>::max()), 0x7f80);  // rounds up to infinity
   EXPECT_TRUE(is_nan_bits(Precision::kBFloat16, float_to_bf16_bits(std::nanf(""))));
   EXPECT_EQ(bf16_bits_to_float(0x4049), 3.140625f);

@@ -15,8 +15,8 @@
 
 namespace {
 
-using flash3::ref::ReferenceProblem;
 using flash3::ref::reference_forward;
+using flash3::ref::ReferenceProblem;
 
 constexpr double kNegInf = -std::numeric_limits<double>::infinity();
 
@@ -186,7 +186,7 @@ TEST(ReferenceForward, WindowsSoftcapAndGqa) {
 
 TEST(ReferenceForward, VarlenWithEmptySequencesAndSeqused) {
   ReferenceProblem p = batch_problem(4, 0, 0, 4, 2, 8, 6);
-  p.cu_seqlens_q = {0, 5, 5, 14, 17};  // the second sequence has no queries
+  p.cu_seqlens_q = {0, 5, 5, 14, 17};   // the second sequence has no queries
   p.cu_seqlens_k = {0, 8, 11, 11, 20};  // the third has no keys: all its rows are fully masked
   check_against_textbook(p, 30);
   p.causal = true;
@@ -275,8 +275,10 @@ void expect_pattern(const std::vector<double>& probs, int sk, const std::vector<
     for (int j = 0; j < sk; ++j) {
       const double pij = probs[i * sk + j];
       sum += pij;
-      if (rows[i][j] == 'x') EXPECT_GT(pij, 0.0) << "row " << i << " key " << j << " should be visible";
-      else EXPECT_EQ(pij, 0.0) << "row " << i << " key " << j << " should be masked";
+      if (rows[i][j] == 'x')
+        EXPECT_GT(pij, 0.0) << "row " << i << " key " << j << " should be visible";
+      else
+        EXPECT_EQ(pij, 0.0) << "row " << i << " key " << j << " should be masked";
     }
     const bool any = rows[i].find('x') != std::string::npos;
     EXPECT_NEAR(sum, any ? 1.0 : 0.0, 1e-14) << "row " << i;

@@ -31,8 +31,8 @@ TEST(ToleranceRule, NanFailsAndMessageNamesTheElement) {
                            [](int64_t i) { return "elem" + std::to_string(i); });
   EXPECT_FALSE(r);
   EXPECT_NE(std::string(r.message()).find("elem1"), std::string::npos) << r.message();
-  const auto r2 = fa3_close("out", {1.0, 2.0, 3.1}, ref, ref, nullptr,
-                            [](int64_t i) { return "elem" + std::to_string(i); });
+  const auto r2 =
+      fa3_close("out", {1.0, 2.0, 3.1}, ref, ref, nullptr, [](int64_t i) { return "elem" + std::to_string(i); });
   EXPECT_FALSE(r2);
   EXPECT_NE(std::string(r2.message()).find("elem2"), std::string::npos) << r2.message();
 }
