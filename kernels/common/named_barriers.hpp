@@ -11,6 +11,9 @@ enum class FwdNamedBarrier : uint32_t {
   kWarpSchedulerWG1 = 0,
   kWarpSchedulerWG2 = 1,
   kWarpSchedulerWG3 = 2,
+  // Dynamic tile walk: hand-over of the next tile index from the producer warp to the consumers.
+  kTileReady = 3,
+  kTileConsumed = 4,
 };
 
 CUTLASS_DEVICE void named_barrier_sync(uint32_t num_threads, FwdNamedBarrier id) {

@@ -1,14 +1,20 @@
-// Persistent tile scheduler: grid = min(#tiles, #SMs) CTAs, each walking tiles idx, idx + gridDim.x, ...
+// Persistent tile schedulers: grid = min(#tiles, #SMs) CTAs that walk a sequence of tile indices.
 //
-// Tile order: (batch, head) outermost, query block innermost. CTAs that run at the same time then work on the query
-// blocks of the same few heads, so each head's K and V come from HBM once and are re-read from L2 by the others.
-// (Query block outermost looks equivalent but is not: at seqlen 1k, 132 concurrent CTAs then stream 132 different
-// heads' K/V, 66 MB per wave, more than the 50 MB L2, and the kernel becomes HBM-bound: measured 324 TFLOPS at hdim
-// 128, see docs/perf-notes.md.) With a mask that shortens early query blocks (causal), each head's query blocks run
-// from the last (longest) to the first.
+// Tile order (HeadMajorTileOrder): (batch, head) outermost, query block innermost, last query block first. CTAs
+// running at the same time then share a few heads' K/V, loaded from HBM once by neighbouring CTAs. (Query block
+// outermost made 1k-token runs HBM-bound: 132 concurrent CTAs streamed 132 heads' K/V, 66 MB per wave > 50 MB L2;
+// see docs/perf-notes.md.)
+//
+// Walk: without a mask every tile costs the same, so CTA c takes c, c + gridDim.x, ... (StaticTileWalk). Under a
+// causal or local mask tile costs differ up to #query blocks-fold, and a static walk gave CTA c the blocks ~(127 - c)
+// of every head at 16k (132 SMs ~ 128 query blocks): a 3x spread of work. There each CTA takes the next index from
+// a global atomic counter when it finishes a tile (DynamicTileWalk): longest first, whoever is free next.
 #pragma once
 
+#include <cute/arch/util.hpp>
 #include <cutlass/cutlass.h>
+
+#include "kernels/common/named_barriers.hpp"
 
 namespace flash3 {
 
@@ -18,8 +24,7 @@ struct TileCoord {
   int batch;
 };
 
-template <bool kLongestFirst>
-struct StaticPersistentScheduler {
+struct HeadMajorTileOrder {
   int num_m_blocks;
   int num_heads;
   int num_batch;
@@ -28,9 +33,55 @@ struct StaticPersistentScheduler {
 
   CUTLASS_DEVICE TileCoord coord(int tile) const {
     int const bh = tile / num_m_blocks;
-    int m_block = tile - bh * num_m_blocks;
-    if (kLongestFirst) { m_block = num_m_blocks - 1 - m_block; }
+    int const m_block = num_m_blocks - 1 - (tile - bh * num_m_blocks);
     return {m_block, bh % num_heads, bh / num_heads};
+  }
+};
+
+struct StaticTileWalk {
+  CUTLASS_DEVICE int first() const { return blockIdx.x; }
+  template <class Storage>
+  CUTLASS_DEVICE int producer_next(int tile, Storage&, int) const { return tile + gridDim.x; }
+  template <class Storage>
+  CUTLASS_DEVICE void producer_finish(Storage&, int) const {}
+  template <class Storage>
+  CUTLASS_DEVICE int consumer_next(int tile, Storage&, int) const { return tile + gridDim.x; }
+};
+
+// The producer warp draws the next index (one atomic per tile) and hands it to the consumer warpgroups through one
+// shared-memory slot guarded by two named barriers: kTileReady (producer arrives after writing, consumers wait) and
+// kTileConsumed (consumers arrive after reading, the producer waits before the next write). The second barrier is
+// what keeps the producer from running more than one index ahead: tiles it skips (nothing to load) cost it no other
+// wait. The producer's final wait (finish()) consumes the consumers' last arrival, so no barrier is left half-used.
+template <int kNumConsumerThreads>
+struct DynamicTileWalk {
+  int* counter;  // zeroed before the launch
+
+  static constexpr uint32_t kBarrierThreads = kNumConsumerThreads + cutlass::NumThreadsPerWarp;
+
+  CUTLASS_DEVICE int first() const { return blockIdx.x; }
+
+  // Called by the whole producer warp; `count` is how many indices this CTA has drawn so far.
+  template <class Storage>
+  CUTLASS_DEVICE int producer_next(int, Storage& smem, int count) const {
+    int next = 0;
+    if (cute::elect_one_sync()) { next = atomicAdd(counter, 1) + int(gridDim.x); }
+    next = __shfl_sync(0xffffffff, next, 0);
+    if (count > 0) { named_barrier_sync(kBarrierThreads, FwdNamedBarrier::kTileConsumed); }
+    if (cute::elect_one_sync()) { smem.next_tile = next; }
+    named_barrier_arrive(kBarrierThreads, FwdNamedBarrier::kTileReady);
+    return next;
+  }
+  template <class Storage>
+  CUTLASS_DEVICE void producer_finish(Storage&, int count) const {
+    if (count > 0) { named_barrier_sync(kBarrierThreads, FwdNamedBarrier::kTileConsumed); }
+  }
+  template <class Storage>
+  CUTLASS_DEVICE int consumer_next(int, Storage& smem, int) const {
+    named_barrier_sync(kBarrierThreads, FwdNamedBarrier::kTileReady);
+    int const next = smem.next_tile;
+    named_barrier_arrive(kBarrierThreads, FwdNamedBarrier::kTileConsumed);
+    return next;
   }
 };
 

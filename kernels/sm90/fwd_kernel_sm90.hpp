@@ -3,7 +3,7 @@
 //   warpgroup 0        producer: setmaxnreg down, one thread issues all TMA loads (MainloopFwdSm90Load)
 //   warpgroups 1..W    consumers: setmaxnreg up, WGMMA + online softmax (MainloopFwdSm90Mma), then the epilogue
 //
-// Both sides walk the same tile sequence (StaticPersistentScheduler) and the same key-block trips (BlockMask), so
+// Both sides walk the same tile sequence (TileWalk over HeadMajorTileOrder) and the same key-block trips (BlockMask), so
 // the pipelines stay in step without any other communication.
 #pragma once
 
@@ -23,7 +23,9 @@ namespace flash3 {
 template <class Traits_>
 struct FwdKernelSm90 {
   using Traits = Traits_;
-  using Scheduler = StaticPersistentScheduler<Traits::kHasLocal>;
+  using TileOrder = HeadMajorTileOrder;
+  // Masked tiles differ in cost: draw them dynamically (see tile_scheduler.hpp).
+  using TileWalk = cute::conditional_t<Traits::kHasLocal, DynamicTileWalk<Traits::kNumMmaThreads>, StaticTileWalk>;
   using Mask = BlockMask<Traits::kBlockM, Traits::kBlockN, Traits::kHasLocal>;
 
   struct Params {
@@ -32,7 +34,8 @@ struct FwdKernelSm90 {
     typename Traits::TmaQ tma_q;
     typename Traits::TmaK tma_k;
     typename Traits::TmaV tma_v;
-    Scheduler scheduler;
+    TileOrder order;
+    TileWalk walk;
   };
 
   enum class WarpRole { kProducer = 0, kConsumer = 1 };
@@ -62,17 +65,23 @@ struct FwdKernelSm90 {
 
     if (role == WarpRole::kProducer) {
       cutlass::arch::warpgroup_reg_dealloc<Traits::kProducerRegisters>();
-      if (warp_idx == 0 && cute::elect_one_sync()) {
+      if (warp_idx == 0) {
+        // The whole warp walks the tiles (the dynamic walk hands indices over on a warp-granular named barrier);
+        // one elected thread issues the loads.
+        bool const is_leader = cute::elect_one_sync();
         MainloopFwdSm90Load<Traits> load;
-        for (int t = blockIdx.x; t < params.scheduler.num_tiles(); t += gridDim.x) {
-          TileCoord const tile = params.scheduler.coord(t);
+        int count = 0;
+        for (int t = params.walk.first(); t < params.order.num_tiles(); t = params.walk.producer_next(t, smem, count++)) {
+          TileCoord const tile = params.order.coord(t);
           SeqlenInfo const seq(p, tile.batch);
           if (tile.m_block * Traits::kBlockM >= seq.seqlen_q) { continue; }
           Mask const mask(seq.seqlen_q, seq.seqlen_k, p.window_left, p.window_right);
           auto const trips = mask.trips(tile.m_block);
           if (trips.empty()) { continue; }
-          load.load_tile(params, smem, pipeline_k, pipeline_v, tile, seq, trips);
+          if (is_leader) { load.load_tile(params, smem, pipeline_k, pipeline_v, tile, seq, trips); }
+          __syncwarp();
         }
+        params.walk.producer_finish(smem, count);
       }
     } else {
       cutlass::arch::warpgroup_reg_alloc<Traits::kConsumerRegisters>();
@@ -83,8 +92,9 @@ struct FwdKernelSm90 {
       if constexpr (Traits::kPingpong) {
         if (warpgroup == 1) { pingpong_pass_turn(warpgroup); }
       }
-      for (int t = blockIdx.x; t < params.scheduler.num_tiles(); t += gridDim.x) {
-        TileCoord const tile = params.scheduler.coord(t);
+      int count = 0;
+      for (int t = params.walk.first(); t < params.order.num_tiles(); t = params.walk.consumer_next(t, smem, count++)) {
+        TileCoord const tile = params.order.coord(t);
         SeqlenInfo const seq(p, tile.batch);
         if (tile.m_block * Traits::kBlockM >= seq.seqlen_q) { continue; }
         Mask const mask(seq.seqlen_q, seq.seqlen_k, p.window_left, p.window_right);

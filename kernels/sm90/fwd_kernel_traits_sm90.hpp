@@ -93,6 +93,7 @@ struct FwdTraitsSm90 {
     typename PipelineKV::SharedStorage pipeline_v;
     uint64_t q_full;   // transaction barrier: Q tile landed
     uint64_t q_empty;  // consumers are done with the Q tile (one arrival per consumer warpgroup)
+    int next_tile;  // dynamic tile walk: the index handed from the producer warp to the consumers
   };
   static constexpr int kSharedStorageBytes = sizeof(SharedStorage);
   static_assert(kSharedStorageBytes <= 227 * 1024, "tile config exceeds the 227 KB shared-memory limit");

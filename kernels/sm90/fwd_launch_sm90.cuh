@@ -51,8 +51,8 @@ void run_fwd_sm90(FwdParams const& p, cudaStream_t stream) {
                                Shape<typename Traits::HeadDimV, typename Traits::BlockN>{}, _1{});
 
   int const num_m_blocks = (p.seqlen_q + Traits::kBlockM - 1) / Traits::kBlockM;
-  params.scheduler = {num_m_blocks, p.num_heads, p.batch};
-  int const num_tiles = params.scheduler.num_tiles();
+  params.order = {num_m_blocks, p.num_heads, p.batch};
+  int const num_tiles = params.order.num_tiles();
   if (num_tiles == 0) { return; }
   int const grid = num_tiles < p.num_sms ? num_tiles : p.num_sms;
 
@@ -61,6 +61,12 @@ void run_fwd_sm90(FwdParams const& p, cudaStream_t stream) {
   // The attribute is per function and per device; setting it on every call is cheap next to the launch itself
   // and stays right when the caller switches devices.
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
+  if constexpr (kHasLocal) {
+    // The dynamic walk's counter lives in the caller's workspace (forward_workspace_size); zeroing it is a
+    // stream-ordered memset, so the call stays capturable in a CUDA graph.
+    params.walk.counter = p.tile_counter;
+    if (err == cudaSuccess) { err = cudaMemsetAsync(p.tile_counter, 0, sizeof(int), stream); }
+  }
   if (err == cudaSuccess) {
     kernel<<<grid, Traits::kNumThreads, kSmemBytes, stream>>>(params);
     err = cudaGetLastError();

@@ -2,6 +2,7 @@
 #include <cuda_runtime_api.h>
 
 #include <sstream>
+#include <string>
 
 #include "api/validate.hpp"
 #include "dispatch/fwd_dispatch.hpp"
@@ -26,13 +27,19 @@ int device_sm_count(const char* where) {
 
 int64_t forward_workspace_size(const ForwardArgs& args) {
   validate_forward(args, 0);
-  return 0;  // the static persistent scheduler needs no scratch
+  return forward_workspace_bytes(args.options);
 }
 
 void forward(const ForwardArgs& args) {
   validate_forward(args, 0);
   ProblemShape const shape = forward_problem_shape(args);
   if (shape.no_queries() || shape.batch == 0) { return; }  // nothing to write
+  int64_t const needed = forward_workspace_bytes(args.options);
+  if (args.workspace_bytes < needed) {
+    throw Error(Status::kInvalidArgument, "flash3::forward: workspace_bytes = " + std::to_string(args.workspace_bytes) +
+                                              " but this call needs " + std::to_string(needed) +
+                                              " bytes of device workspace (ask forward_workspace_size())");
+  }
   int const arch = current_device_arch("flash3::forward");
   FwdPlan const plan = plan_forward(args, shape, arch, device_sm_count("flash3::forward"));
   run_forward(plan, static_cast<cudaStream_t>(args.options.stream));

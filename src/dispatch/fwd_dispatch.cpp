@@ -5,6 +5,14 @@
 
 namespace flash3 {
 
+namespace {
+bool has_local_mask(const AttentionOptions& o) { return o.causal || o.window_left >= 0 || o.window_right >= 0; }
+}  // namespace
+
+int64_t forward_workspace_bytes(const AttentionOptions& options) {
+  return has_local_mask(options) ? 256 : 0;  // one int, padded to an allocation granule
+}
+
 FwdPlan plan_forward(const ForwardArgs& args, const ProblemShape& shape, int arch, int num_sms) {
   FwdPlan plan{};
   FwdParams& p = plan.params;
@@ -65,7 +73,7 @@ FwdPlan plan_forward(const ForwardArgs& args, const ProblemShape& shape, int arc
   p.window_left = o.window_left;
   p.window_right = o.causal ? 0 : o.window_right;
   p.num_sms = num_sms;
-  p.tile_counter = nullptr;
+  p.tile_counter = static_cast<int32_t*>(args.workspace);
 
   int32_t padded_d = 0, padded_dv = 0;
   if (!round_up_head_dims(shape.head_dim, shape.head_dim_v, &padded_d, &padded_dv)) {
@@ -73,7 +81,7 @@ FwdPlan plan_forward(const ForwardArgs& args, const ProblemShape& shape, int arc
                                            std::to_string(shape.head_dim) +
                                            ", head_dim_v = " + std::to_string(shape.head_dim_v));
   }
-  bool const local = p.window_left >= 0 || p.window_right >= 0;
+  bool const local = has_local_mask(o);
   plan.key = KernelKey{arch, Direction::kForward, args.q.dtype, padded_d, padded_dv, local, o.softcap > 0.f};
   return plan;
 }

@@ -17,6 +17,9 @@ struct FwdPlan {
 // `num_sms` multiprocessors running SM version `arch`. Throws kNotSupported when no compiled size covers the head dims.
 FwdPlan plan_forward(const ForwardArgs& args, const ProblemShape& shape, int arch, int num_sms);
 
+// Device scratch the forward needs: a tile counter for the dynamic scheduler of masked (causal/local) kernels.
+int64_t forward_workspace_bytes(const AttentionOptions& options);
+
 // Runs a plan on `stream`; throws kNotSupported (naming the missing variant) when its kernel is not in this build.
 void run_forward(const FwdPlan& plan, cudaStream_t stream);
 

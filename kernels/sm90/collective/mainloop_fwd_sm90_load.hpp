@@ -22,7 +22,10 @@ struct MainloopFwdSm90Load {
   using State = PipelineState<Traits::kStages>;
   using Mask = BlockMask<Traits::kBlockM, Traits::kBlockN, Traits::kHasLocal>;
 
-  State state_kv;     // shared by the K and V pipelines: they advance together
+  // K runs one key block ahead of V (K_{n-1} is issued before V_n), so the next S = Q K^T never waits behind a V
+  // load; each pipeline still sees its loads in block order, which is all the consumers rely on.
+  State state_k;
+  State state_v;
   uint32_t phase_q = 0;
 
   // Global (TMA coordinate) tensors of one (head, batch): rows offset by the varlen start.
@@ -64,12 +67,20 @@ struct MainloopFwdSm90Load {
     copy(params.tma_q.with(smem.q_full), tQgQ, tQsQ);
     phase_q ^= 1;
 
+    auto load_k = [&](int n_block) {
+      pipeline_k.producer_acquire(state_k, Traits::kTmaBytesK);
+      copy(params.tma_k.with(*pipeline_k.full_barrier(state_k)), tKgK(_, n_block), tKsK(_, state_k.index));
+      state_k.advance();
+    };
+    auto load_v = [&](int n_block) {
+      pipeline_v.producer_acquire(state_v, Traits::kTmaBytesV);
+      copy(params.tma_v.with(*pipeline_v.full_barrier(state_v)), tVgV(_, n_block), tVsV(_, state_v.index));
+      state_v.advance();
+    };
+    load_k(trips.n_end - 1);
     for (int n_block = trips.n_end - 1; n_block >= trips.n_begin; --n_block) {
-      pipeline_k.producer_acquire(state_kv, Traits::kTmaBytesK);
-      copy(params.tma_k.with(*pipeline_k.full_barrier(state_kv)), tKgK(_, n_block), tKsK(_, state_kv.index));
-      pipeline_v.producer_acquire(state_kv, Traits::kTmaBytesV);
-      copy(params.tma_v.with(*pipeline_v.full_barrier(state_kv)), tVgV(_, n_block), tVsV(_, state_kv.index));
-      state_kv.advance();
+      if (n_block > trips.n_begin) { load_k(n_block - 1); }
+      load_v(n_block);
     }
   }
 };
