@@ -21,7 +21,7 @@ CUTLASS_DEVICE float quad_allreduce_sum(float x) {
 
 CUTLASS_DEVICE float fast_exp2(float x) {
   float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  asm volatile("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
   return y;
 }
 CUTLASS_DEVICE float fast_tanh(float x) {
@@ -52,9 +52,14 @@ struct OnlineSoftmax {
     static_assert(decltype(size<0>(s))::value == kRows);
     CUTE_UNROLL
     for (int r = 0; r < kRows; ++r) {
-      float m = row_max[r];
+      // Four independent partial maxima/sums: a single running value is a dependent chain of kBlockN/2
+      // instructions (fmax and fadd are not reassociated by the compiler), which sits on the softmax's critical path.
+      constexpr int kCols = decltype(size<1>(s))::value;
+      static_assert(kCols % 4 == 0);
+      float part[4] = {row_max[r], -INFINITY, -INFINITY, -INFINITY};
       CUTE_UNROLL
-      for (int c = 0; c < size<1>(s); ++c) { m = fmaxf(m, s(r, c)); }
+      for (int c = 0; c < kCols; ++c) { part[c % 4] = fmaxf(part[c % 4], s(r, c)); }
+      float m = fmaxf(fmaxf(part[0], part[1]), fmaxf(part[2], part[3]));
       m = quad_allreduce_max(m);
       // A row that has seen only masked keys keeps max = -inf; use 0 so exp2(-inf - 0) = 0 rather than NaN.
       float const m_scaled = (m == -INFINITY) ? 0.f : m * scale_log2;
@@ -65,13 +70,13 @@ struct OnlineSoftmax {
         row_sum[r] *= correction[r];
       }
       row_max[r] = m;
-      float sum = 0.f;
+      float sum[4] = {0.f, 0.f, 0.f, 0.f};
       CUTE_UNROLL
-      for (int c = 0; c < size<1>(s); ++c) {
+      for (int c = 0; c < kCols; ++c) {
         s(r, c) = fast_exp2(s(r, c) * scale_log2 - m_scaled);
-        sum += s(r, c);
+        sum[c % 4] += s(r, c);
       }
-      row_sum[r] += sum;
+      row_sum[r] += (sum[0] + sum[1]) + (sum[2] + sum[3]);
     }
   }
 

@@ -57,9 +57,13 @@ struct MainloopFwdSm90Load {
                             make_coord(_0{}, _));                                              // (dv, BLK_N, n)
 
     auto [tQgQ, tQsQ] = tma_partition(params.tma_q, _0{}, Layout<_1>{}, group_modes<0, 2>(sQ), group_modes<0, 2>(gQ));
-    auto [tKgK, tKsK] = tma_partition(params.tma_k, _0{}, Layout<_1>{}, group_modes<0, 2>(sK), group_modes<0, 2>(gK));
-    auto [tVgV, tVsV] =
-        tma_partition(params.tma_v, _0{}, Layout<_1>{}, group_modes<0, 2>(sVt), group_modes<0, 2>(gVt));
+    // (Named tensors rather than structured bindings: the load lambdas below capture them.)
+    auto tK = tma_partition(params.tma_k, _0{}, Layout<_1>{}, group_modes<0, 2>(sK), group_modes<0, 2>(gK));
+    auto tV = tma_partition(params.tma_v, _0{}, Layout<_1>{}, group_modes<0, 2>(sVt), group_modes<0, 2>(gVt));
+    Tensor tKgK = get<0>(tK);  // (TMA, n)
+    Tensor tKsK = get<1>(tK);  // (TMA, PIPE)
+    Tensor tVgV = get<0>(tV);
+    Tensor tVsV = get<1>(tV);
 
     // Q: wait until every consumer warpgroup released the previous tile's Q (the first wait passes at once).
     cutlass::arch::ClusterBarrier::wait(&smem.q_empty, phase_q ^ 1);
