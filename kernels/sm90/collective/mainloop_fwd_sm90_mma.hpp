@@ -48,6 +48,19 @@ CUTLASS_DEVICE void pingpong_pass_turn(int warpgroup) {
                        static_cast<FwdNamedBarrier>(int(FwdNamedBarrier::kWarpSchedulerWG1) + (1 - warpgroup)));
 }
 
+// Waits for WGMMA groups, but only after `dependency` has been computed. Why: ptxas hoists a plain wgmma wait above
+// independent math that precedes it; in SASS every MUFU.EX2 of the softmax landed after the wait for P V, so the
+// softmax never overlapped the P V GEMM (the point of the 2-stage pipeline). A branch on a value the softmax produced
+// pins the wait below it; both arms wait the same, so nothing else changes.
+template <int N>
+CUTLASS_DEVICE void warpgroup_wait_after(float dependency) {
+  if (__float_as_uint(dependency) != 0xFFFFFFFFu) {
+    cute::warpgroup_wait<N>();
+  } else {
+    cute::warpgroup_wait<N>();
+  }
+}
+
 template <class Traits>
 struct MainloopFwdSm90Mma {
   using Element = typename Traits::Element;
@@ -157,7 +170,7 @@ struct MainloopFwdSm90Mma {
       pipeline_k.consumer_release(state_kv, is_wg_leader);
       score_transform(tSrS_rc, n_block, needs_mask);
       softmax.template step<false>(tSrS_rc, correction);
-      warpgroup_wait<0>();  // P V done: V's stage and the P registers are free
+      warpgroup_wait_after<0>(softmax.row_sum[kRowsPerThread - 1]);  // P V done: V's stage and P are free
       pipeline_v.consumer_release(state_prev, is_wg_leader);
       rescale_o(correction);
       store_p();
