@@ -40,6 +40,24 @@ struct FwdKernelSm90 {
 
   enum class WarpRole { kProducer = 0, kConsumer = 1 };
 
+  // What tile index t means: coordinates, sequence, key-block trips. Both warp roles derive it the same way, which
+  // is what keeps their pipelines in step. has_rows: the query block starts inside the sequence (varlen tiles past a
+  // short sequence's end have nothing to do at all).
+  struct TileWork {
+    TileCoord tile;
+    SeqlenInfo seq;
+    Mask mask;
+    typename Mask::Trips trips;
+    bool has_rows;
+  };
+  CUTLASS_DEVICE static TileWork tile_work(Params const& params, int t) {
+    FwdParams const& p = params.fwd;
+    TileCoord const tile = params.order.coord(t);
+    SeqlenInfo const seq(p, tile.batch);
+    Mask const mask(seq.seqlen_q, seq.seqlen_k, p.window_left, p.window_right);
+    return {tile, seq, mask, mask.trips(tile.m_block), tile.m_block * Traits::kBlockM < seq.seqlen_q};
+  }
+
   CUTLASS_DEVICE void operator()(Params const& params, char* smem_raw) const {
     using namespace cute;
     auto& smem = *reinterpret_cast<typename Traits::SharedStorage*>(smem_raw);
@@ -72,13 +90,9 @@ struct FwdKernelSm90 {
         MainloopFwdSm90Load<Traits> load;
         int count = 0;
         for (int t = params.walk.first(); t < params.order.num_tiles(); t = params.walk.producer_next(t, smem, count++)) {
-          TileCoord const tile = params.order.coord(t);
-          SeqlenInfo const seq(p, tile.batch);
-          if (tile.m_block * Traits::kBlockM >= seq.seqlen_q) { continue; }
-          Mask const mask(seq.seqlen_q, seq.seqlen_k, p.window_left, p.window_right);
-          auto const trips = mask.trips(tile.m_block);
-          if (trips.empty()) { continue; }
-          if (is_leader) { load.load_tile(params, smem, pipeline_k, pipeline_v, tile, seq, trips); }
+          TileWork const w = tile_work(params, t);
+          if (!w.has_rows || w.trips.empty()) { continue; }
+          if (is_leader) { load.load_tile(params, smem, pipeline_k, pipeline_v, w.tile, w.seq, w.trips); }
           __syncwarp();
         }
         params.walk.producer_finish(smem, count);
@@ -94,20 +108,17 @@ struct FwdKernelSm90 {
       }
       int count = 0;
       for (int t = params.walk.first(); t < params.order.num_tiles(); t = params.walk.consumer_next(t, smem, count++)) {
-        TileCoord const tile = params.order.coord(t);
-        SeqlenInfo const seq(p, tile.batch);
-        if (tile.m_block * Traits::kBlockM >= seq.seqlen_q) { continue; }
-        Mask const mask(seq.seqlen_q, seq.seqlen_k, p.window_left, p.window_right);
-        auto const trips = mask.trips(tile.m_block);
+        TileWork const w = tile_work(params, t);
+        if (!w.has_rows) { continue; }
         Tensor tOrO = partition_fragment_C(mma_pv, Shape<typename Traits::BlockM, typename Traits::HeadDimV>{});
         clear(tOrO);
         OnlineSoftmax<2> softmax(p.softmax_scale_log2);
         // A tile that sees no key (empty sequence, or masked out entirely) still writes O = 0 and LSE = -inf.
-        if (!trips.empty()) {
-          mainloop.compute_tile(params, smem, pipeline_k, pipeline_v, mma_thread_idx, tile, mask, trips, tOrO,
+        if (!w.trips.empty()) {
+          mainloop.compute_tile(params, smem, pipeline_k, pipeline_v, mma_thread_idx, w.tile, w.mask, w.trips, tOrO,
                                 softmax);
         }
-        EpilogueFwdSm90<Traits>::store(p, mma_thread_idx, tile, seq, tOrO, softmax);
+        EpilogueFwdSm90<Traits>::store(p, mma_thread_idx, w.tile, w.seq, tOrO, softmax);
       }
       if constexpr (Traits::kPingpong) {
         if (warpgroup == 0) { pingpong_wait_turn(warpgroup); }
