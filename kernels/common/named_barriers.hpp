@@ -10,7 +10,6 @@ enum class FwdNamedBarrier : uint32_t {
   // arrives there once it has issued its own, so the two warpgroups take turns on the tensor cores.
   kWarpSchedulerWG1 = 0,
   kWarpSchedulerWG2 = 1,
-  kWarpSchedulerWG3 = 2,
   // Dynamic tile walk: hand-over of the next tile index from the producer warp to the consumers.
   kTileReady = 3,
   kTileConsumed = 4,
