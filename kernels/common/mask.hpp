@@ -20,18 +20,18 @@ struct BlockMask {
   int seqlen_q, seqlen_k;
   int window_left, window_right;  // -1: unbounded (always -1 when !kHasLocal)
 
-  CUTLASS_DEVICE BlockMask(int sq, int sk, int wl, int wr)
+  CUTLASS_HOST_DEVICE BlockMask(int sq, int sk, int wl, int wr)
       : seqlen_q(sq), seqlen_k(sk), window_left(kHasLocal ? wl : -1), window_right(kHasLocal ? wr : -1) {}
 
   struct Trips {
     int n_begin, n_masked_lo, n_masked_hi, n_end;  // n_begin <= n_masked_lo <= n_masked_hi <= n_end
-    CUTLASS_DEVICE bool empty() const { return n_end <= n_begin; }
+    CUTLASS_HOST_DEVICE bool empty() const { return n_end <= n_begin; }
   };
 
-  CUTLASS_DEVICE Trips trips(int m_block) const {
+  CUTLASS_HOST_DEVICE Trips trips(int m_block) const {
     int const shift = seqlen_k - seqlen_q;
     int const m_first = m_block * kBlockM;
-    int const m_last = min(m_first + kBlockM, seqlen_q) - 1;
+    int const m_last = cute::min(m_first + kBlockM, seqlen_q) - 1;
     int const n_blocks_k = cute::ceil_div(seqlen_k, kBlockN);
     Trips t;
     t.n_end = n_blocks_k;
@@ -40,15 +40,15 @@ struct BlockMask {
     t.n_masked_lo = 0;
     if (window_right >= 0) {
       // The last row's last visible key bounds the blocks at all; the first row's bounds the unmasked ones.
-      t.n_end = min(t.n_end, max(0, ceil_div_signed(m_last + shift + window_right + 1, kBlockN)));
-      t.n_masked_hi = min(t.n_masked_hi, max(0, floor_div(m_first + shift + window_right + 1, kBlockN)));
+      t.n_end = cute::min(t.n_end, cute::max(0, ceil_div_signed(m_last + shift + window_right + 1, kBlockN)));
+      t.n_masked_hi = cute::min(t.n_masked_hi, cute::max(0, floor_div(m_first + shift + window_right + 1, kBlockN)));
     }
     if (window_left >= 0) {
-      t.n_begin = max(0, floor_div(m_first + shift - window_left, kBlockN));
-      t.n_masked_lo = max(0, ceil_div_signed(m_last + shift - window_left, kBlockN));
+      t.n_begin = cute::max(0, floor_div(m_first + shift - window_left, kBlockN));
+      t.n_masked_lo = cute::max(0, ceil_div_signed(m_last + shift - window_left, kBlockN));
     }
-    t.n_masked_hi = max(min(t.n_masked_hi, t.n_end), t.n_begin);
-    t.n_masked_lo = min(max(t.n_masked_lo, t.n_begin), t.n_masked_hi);
+    t.n_masked_hi = cute::max(cute::min(t.n_masked_hi, t.n_end), t.n_begin);
+    t.n_masked_lo = cute::min(cute::max(t.n_masked_lo, t.n_begin), t.n_masked_hi);
     return t;
   }
 

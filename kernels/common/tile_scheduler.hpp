@@ -31,7 +31,7 @@ struct HeadMajorTileOrder {
 
   CUTLASS_HOST_DEVICE int num_tiles() const { return num_m_blocks * num_heads * num_batch; }
 
-  CUTLASS_DEVICE TileCoord coord(int tile) const {
+  CUTLASS_HOST_DEVICE TileCoord coord(int tile) const {
     int const bh = tile / num_m_blocks;
     int const m_block = num_m_blocks - 1 - (tile - bh * num_m_blocks);
     return {m_block, bh % num_heads, bh / num_heads};

@@ -1,0 +1,105 @@
+// Host tests (compiled by nvcc: the headers hold device code too) of the kernel-side policies that decide what a tile computes: the mask's key-block trips and the
+// persistent tile order. A wrong trip range silently drops keys (or reads unmasked garbage), so the trips are
+// checked against a brute-force visibility test on random shapes, windows and block sizes.
+#include <gtest/gtest.h>
+
+#include <random>
+#include <set>
+#include <tuple>
+
+#include "kernels/common/mask.hpp"
+#include "kernels/common/tile_scheduler.hpp"
+
+namespace {
+
+// FA3 semantics: query i of sq sees key j of sk iff j < sk and the (bottom-right aligned) window admits it.
+bool visible(int i, int j, int sq, int sk, int wl, int wr) {
+  int const shift = sk - sq;
+  if (j < 0 || j >= sk) return false;
+  if (wr >= 0 && j > i + shift + wr) return false;
+  if (wl >= 0 && j < i + shift - wl) return false;
+  return true;
+}
+
+template <int kBlockM, int kBlockN>
+void check_trips(int sq, int sk, int wl, int wr) {
+  flash3::BlockMask<kBlockM, kBlockN, true> const mask(sq, sk, wl, wr);
+  for (int m_block = 0; m_block * kBlockM < sq; ++m_block) {
+    auto const t = mask.trips(m_block);
+    SCOPED_TRACE(::testing::Message() << "kBlockM=" << kBlockM << " kBlockN=" << kBlockN << " sq=" << sq
+                                      << " sk=" << sk << " wl=" << wl << " wr=" << wr << " m_block=" << m_block
+                                      << " trips=[" << t.n_begin << "," << t.n_masked_lo << "," << t.n_masked_hi
+                                      << "," << t.n_end << ")");
+    if (!t.empty()) {
+      ASSERT_LE(t.n_begin, t.n_masked_lo);
+      ASSERT_LE(t.n_masked_lo, t.n_masked_hi);
+      ASSERT_LE(t.n_masked_hi, t.n_end);
+    }
+    int const row_end = std::min((m_block + 1) * kBlockM, sq);
+    bool any_visible = false;
+    for (int i = m_block * kBlockM; i < row_end; ++i) {
+      for (int j = 0; j < sk; ++j) {
+        if (!visible(i, j, sq, sk, wl, wr)) continue;
+        any_visible = true;
+        int const n = j / kBlockN;
+        ASSERT_TRUE(n >= t.n_begin && n < t.n_end) << "visible key " << j << " of row " << i << " is not visited";
+      }
+    }
+    // An empty trip range must mean the tile really sees nothing (it then writes O = 0, LSE = -inf).
+    ASSERT_EQ(t.empty(), !any_visible);
+    // Blocks run without the mask must be fully visible to every valid row of the tile.
+    for (int n = t.n_masked_lo; n < t.n_masked_hi; ++n) {
+      for (int i = m_block * kBlockM; i < row_end; ++i) {
+        for (int j = n * kBlockN; j < (n + 1) * kBlockN; ++j) {
+          ASSERT_TRUE(visible(i, j, sq, sk, wl, wr)) << "unmasked block " << n << " hides key " << j << " from row "
+                                                     << i;
+        }
+      }
+    }
+  }
+}
+
+TEST(MaskTrips, MatchBruteForceVisibility) {
+  std::mt19937 rng(1234);
+  std::uniform_int_distribution<int> len(1, 700);
+  std::uniform_int_distribution<int> win(-1, 300);
+  for (int iter = 0; iter < 150; ++iter) {
+    int const sq = len(rng), sk = len(rng);
+    int wl = win(rng), wr = win(rng);
+    if (iter % 5 == 0) { wr = 0; }            // causal
+    if (iter % 7 == 0) { wl = -1; wr = -1; }  // no window: only the seqlen_k boundary
+    check_trips<128, 128>(sq, sk, wl, wr);
+    check_trips<128, 80>(sq, sk, wl, wr);
+    check_trips<192, 128>(sq, sk, wl, wr);
+    if (HasFatalFailure()) return;
+  }
+}
+
+TEST(MaskTrips, EdgeShapes) {
+  for (auto [sq, sk, wl, wr] : std::vector<std::tuple<int, int, int, int>>{
+           {1, 1, -1, 0}, {2, 5, -1, 0}, {5, 2, -1, 0}, {128, 128, -1, 0}, {129, 1, -1, 0}, {1, 4097, -1, 0},
+           {300, 300, 0, 0}, {300, 300, 37, 11}, {1000, 10, 3, -1}, {10, 1000, -1, 5}, {256, 0, -1, -1}}) {
+    check_trips<128, 128>(sq, sk, wl, wr);
+    check_trips<128, 176>(sq, sk, wl, wr);
+  }
+}
+
+TEST(TileOrder, HeadMajorVisitsEveryTileOnceLongestFirst) {
+  flash3::HeadMajorTileOrder const order{7, 5, 3};  // m blocks, heads, batch
+  std::set<std::tuple<int, int, int>> seen;
+  for (int t = 0; t < order.num_tiles(); ++t) {
+    flash3::TileCoord const c = order.coord(t);
+    ASSERT_TRUE(c.m_block >= 0 && c.m_block < 7 && c.head >= 0 && c.head < 5 && c.batch >= 0 && c.batch < 3);
+    ASSERT_TRUE(seen.insert({c.m_block, c.head, c.batch}).second) << "tile " << t << " repeats a coordinate";
+    if (t % 7 != 0) {
+      // Within one (batch, head) the query blocks are contiguous and run from the last (longest under causal).
+      flash3::TileCoord const prev = order.coord(t - 1);
+      EXPECT_EQ(prev.head, c.head);
+      EXPECT_EQ(prev.batch, c.batch);
+      EXPECT_EQ(prev.m_block, c.m_block + 1);
+    }
+  }
+  EXPECT_EQ(int(seen.size()), 7 * 5 * 3);
+}
+
+}  // namespace
