@@ -1,0 +1,129 @@
+// Host tests of forward dispatch: head-dim rounding, the flat kernel parameters planned from API arguments (strides,
+// scales, mask), the kernel key, and the workspace rule. No GPU: pointers are fake and nothing is launched.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "api/validate.hpp"
+#include "dispatch/fwd_dispatch.hpp"
+
+namespace {
+
+using flash3::DType;
+
+void* fake(uintptr_t a) { return reinterpret_cast<void*>(a); }
+
+flash3::ForwardArgs batch_args(int b, int sq, int sk, int h, int hk, int d) {
+  flash3::ForwardArgs a;
+  a.q = flash3::make_tensor(fake(0x10000), DType::kBFloat16, {b, sq, h, d});
+  a.k = flash3::make_tensor(fake(0x20000), DType::kBFloat16, {b, sk, hk, d});
+  a.v = flash3::make_tensor(fake(0x30000), DType::kBFloat16, {b, sk, hk, d});
+  a.out = flash3::make_tensor(fake(0x40000), DType::kBFloat16, {b, sq, h, d});
+  a.lse = flash3::make_tensor(fake(0x50000), DType::kFloat32, {b, h, sq});
+  return a;
+}
+
+TEST(Dispatch, HeadDimsRoundUpToCompiledSizes) {
+  struct Case { int d, dv, want_d, want_dv; };
+  for (Case c : {Case{8, 8, 64, 64}, Case{64, 64, 64, 64}, Case{72, 72, 96, 96}, Case{128, 128, 128, 128},
+                 Case{136, 136, 192, 192}, Case{192, 128, 192, 128}, Case{192, 192, 192, 192},
+                 Case{248, 248, 256, 256}}) {
+    int32_t d = 0, dv = 0;
+    ASSERT_TRUE(flash3::round_up_head_dims(c.d, c.dv, &d, &dv)) << c.d << "x" << c.dv;
+    EXPECT_EQ(d, c.want_d) << c.d << "x" << c.dv;
+    EXPECT_EQ(dv, c.want_dv) << c.d << "x" << c.dv;
+  }
+  int32_t d = 0, dv = 0;
+  EXPECT_FALSE(flash3::round_up_head_dims(264, 264, &d, &dv));
+}
+
+TEST(Dispatch, BatchModePlanCarriesStridesScaleAndKey) {
+  flash3::ForwardArgs a = batch_args(2, 100, 300, 8, 2, 72);
+  flash3::validate_forward(a, 90);
+  auto const shape = flash3::forward_problem_shape(a);
+  auto const plan = flash3::plan_forward(a, shape, 90, 132);
+  flash3::FwdParams const& p = plan.params;
+  EXPECT_EQ(p.q_batch_stride, 100 * 8 * 72);
+  EXPECT_EQ(p.q_row_stride, 8 * 72);
+  EXPECT_EQ(p.q_head_stride, 72);
+  EXPECT_EQ(p.k_batch_stride, 300 * 2 * 72);
+  EXPECT_EQ(p.k_row_stride, 2 * 72);
+  EXPECT_EQ(p.lse_batch_stride, 8 * 100);
+  EXPECT_EQ(p.lse_head_stride, 100);
+  EXPECT_EQ(p.num_heads, 8);
+  EXPECT_EQ(p.num_heads_k, 2);
+  EXPECT_EQ(p.head_dim, 72);
+  EXPECT_FLOAT_EQ(p.softmax_scale, 1.f / std::sqrt(72.f));
+  EXPECT_FLOAT_EQ(p.softmax_scale_log2, p.softmax_scale * 1.4426950408889634f);
+  EXPECT_EQ(p.window_left, -1);
+  EXPECT_EQ(p.window_right, -1);
+  EXPECT_EQ(plan.key.head_dim, 96);  // 72 runs on the hdim-96 kernel (TMA zero-fills the padding)
+  EXPECT_FALSE(plan.key.local_mask);
+  EXPECT_FALSE(plan.key.softcap);
+  EXPECT_EQ(plan.key.dtype, DType::kBFloat16);
+  EXPECT_EQ(flash3::forward_workspace_bytes(a.options), 0);
+}
+
+TEST(Dispatch, CausalSoftcapAndWindowSelectTheMaskedKernel) {
+  flash3::ForwardArgs a = batch_args(1, 64, 64, 4, 4, 128);
+  a.options.causal = true;
+  a.options.window_left = 16;
+  a.options.softcap = 30.f;
+  a.options.softmax_scale = 0.25f;
+  a.workspace = fake(0x60000);
+  a.workspace_bytes = flash3::forward_workspace_bytes(a.options);
+  EXPECT_GT(a.workspace_bytes, 0);  // the dynamic tile walk's counter
+  flash3::validate_forward(a, 90);
+  auto const plan = flash3::plan_forward(a, flash3::forward_problem_shape(a), 90, 132);
+  EXPECT_TRUE(plan.key.local_mask);
+  EXPECT_TRUE(plan.key.softcap);
+  EXPECT_EQ(plan.params.window_left, 16);
+  EXPECT_EQ(plan.params.window_right, 0);  // causal is the window (left, 0)
+  // Softcap: the kernel stores tanh(s * scale / softcap), so the exp2 factor is softcap * log2(e).
+  EXPECT_FLOAT_EQ(plan.params.softcap_inv_scaled, 0.25f / 30.f);
+  EXPECT_FLOAT_EQ(plan.params.softmax_scale_log2, 30.f * 1.4426950408889634f);
+  EXPECT_EQ(plan.params.tile_counter, static_cast<int32_t*>(a.workspace));
+}
+
+TEST(Dispatch, VarlenPlanHasNoBatchStrides) {
+  flash3::ForwardArgs a;
+  a.q = flash3::make_tensor(fake(0x10000), DType::kFloat16, {500, 8, 64});
+  a.k = flash3::make_tensor(fake(0x20000), DType::kFloat16, {700, 8, 64});
+  a.v = flash3::make_tensor(fake(0x30000), DType::kFloat16, {700, 8, 64});
+  a.out = flash3::make_tensor(fake(0x40000), DType::kFloat16, {500, 8, 64});
+  a.lse = flash3::make_tensor(fake(0x50000), DType::kFloat32, {8, 500});
+  a.varlen.cu_seqlens_q = static_cast<const int32_t*>(fake(0x70000));
+  a.varlen.cu_seqlens_k = static_cast<const int32_t*>(fake(0x71000));
+  a.varlen.batch = 3;
+  a.varlen.max_seqlen_q = 300;
+  a.varlen.max_seqlen_k = 400;
+  flash3::validate_forward(a, 90);
+  auto const shape = flash3::forward_problem_shape(a);
+  auto const plan = flash3::plan_forward(a, shape, 90, 132);
+  EXPECT_EQ(plan.params.q_batch_stride, 0);
+  EXPECT_EQ(plan.params.o_batch_stride, 0);
+  EXPECT_EQ(plan.params.q_row_stride, 8 * 64);
+  EXPECT_EQ(plan.params.q_head_stride, 64);
+  EXPECT_EQ(plan.params.lse_batch_stride, 0);
+  EXPECT_EQ(plan.params.lse_head_stride, 500);
+  EXPECT_EQ(plan.params.seqlen_q, 300);
+  EXPECT_EQ(plan.params.total_q, 500);
+  EXPECT_EQ(plan.params.total_k, 700);
+  EXPECT_EQ(plan.params.batch, 3);
+  EXPECT_EQ(plan.key.dtype, DType::kFloat16);
+}
+
+TEST(Dispatch, UncompiledKeyIsNotSupported) {
+  flash3::ForwardArgs a = batch_args(1, 16, 16, 2, 2, 64);
+  auto plan = flash3::plan_forward(a, flash3::forward_problem_shape(a), 90, 132);
+  plan.key.arch = 80;  // no sm_80 kernels exist
+  try {
+    flash3::run_forward(plan, nullptr);
+    FAIL() << "expected flash3::Error";
+  } catch (const flash3::Error& e) {
+    EXPECT_EQ(e.status(), flash3::Status::kNotSupported);
+    EXPECT_NE(std::string(e.what()).find("fwd_sm80_"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
