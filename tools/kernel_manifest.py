@@ -57,3 +57,13 @@ def select(filter_spec):
             raise ValueError(f"FLASH3_KERNELS: unknown field '{field}'")
         clauses.append((field, {v.strip() for v in values.split(",")}))
     return [k for k in kernels if all(_field_str(k, f) & vals for f, vals in clauses)]
+
+
+if __name__ == "__main__":
+    # Prints the kernel-key table (docs/kernels.md is this output): python3 tools/kernel_manifest.py [FILTER]
+    import sys as _sys
+    print("| kernel (generated file stem) | arch | dtype | d x dv | mask | softcap |")
+    print("|---|---|---|---|---|---|")
+    for k in select(_sys.argv[1] if len(_sys.argv) > 1 else "all"):
+        d, dv = k["hdim"]
+        print(f"| {kernel_name(k)} | {k['arch']} | {k['dtype']} | {d} x {dv} | {k['mask']} | {k['softcap']} |")
