@@ -22,7 +22,7 @@ def kernel_name(k):
     return f"{k['dir']}_{k['arch']}_{k['dtype']}_{hd}_{k['mask']}{sc}"
 
 
-def all_kernels():
+def forward_kernels():
     out = []
     for dtype in DTYPES:
         for hdim in HEAD_DIMS:
@@ -30,6 +30,24 @@ def all_kernels():
                 for softcap in SOFTCAPS:
                     out.append(dict(arch="sm90", dir="fwd", dtype=dtype, hdim=hdim, mask=mask, softcap=softcap))
     return out
+
+
+# The backward kernels (issue 4). Empty until kernels/sm90/bwd_launch_sm90.cuh exists.
+BACKWARD_DTYPES = []
+
+
+def backward_kernels():
+    out = []
+    for dtype in BACKWARD_DTYPES:
+        for hdim in HEAD_DIMS:
+            for mask in MASKS:
+                for softcap in SOFTCAPS:
+                    out.append(dict(arch="sm90", dir="bwd", dtype=dtype, hdim=hdim, mask=mask, softcap=softcap))
+    return out
+
+
+def all_kernels():
+    return forward_kernels() + backward_kernels()
 
 
 def _field_str(k, field):

@@ -16,7 +16,7 @@
 extern "C" {
 #endif
 
-#define FLASH3_C_API_VERSION 1
+#define FLASH3_C_API_VERSION 2
 #define FLASH3_MAX_RANK 5
 
 typedef enum flash3_status {
@@ -66,6 +66,10 @@ typedef struct flash3_attention_params {
   void* stream; /* cudaStream_t; NULL = default stream */
   void* workspace;
   int64_t workspace_bytes;
+  /* ---- appended in C API version 2 (read only when struct_size covers them) ---- */
+  /* FP8 (e4m3) forward only: fp32 descale factors that undo the quantisation of q, k, v. Not given: 1.0. See
+   * include/flash3/types.hpp (ForwardArgs) for the accepted shapes. Giving one for fp16/bf16 inputs is an error. */
+  flash3_tensor q_descale, k_descale, v_descale;
 } flash3_attention_params;
 
 /* Fills *params with the defaults (zeros, window -1/-1, struct_size set). Does nothing when params is NULL.

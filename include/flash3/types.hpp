@@ -92,6 +92,9 @@ struct ForwardArgs {
   // allocates during a call, so calls can be captured in a CUDA graph.
   void* workspace = nullptr;
   int64_t workspace_bytes = 0;
+  // FP8 (e4m3) inputs only: fp32 factors that undo the quantisation (FA3's q_descale/k_descale/v_descale).
+  // Undefined means 1.0. Giving one for fp16/bf16 inputs is an error.
+  TensorRef q_descale, k_descale, v_descale;
 };
 
 // Backward: given dout, returns dq, dk, dv. out and lse are the forward's results (lse is required).

@@ -33,6 +33,8 @@ namespace {
 // Version 1 of flash3_attention_params ends with workspace_bytes. A caller compiled against a later header passes
 // a larger struct_size (fields are only appended), which is fine; a smaller one would make us read past its struct.
 constexpr size_t kParamsV1Size = offsetof(flash3_attention_params, workspace_bytes) + sizeof(int64_t);
+// Version 2 appends the FP8 descale tensors; a version-1 caller's struct ends before them (read as "not given").
+constexpr size_t kParamsV2Size = offsetof(flash3_attention_params, v_descale) + sizeof(flash3_tensor);
 
 // errno-like: set by failing calls only (see flash3_last_error in the header).
 thread_local std::string t_last_error;
@@ -153,6 +155,11 @@ flash3::ForwardArgs to_forward_args(const char* fn, const flash3_attention_param
   a.options = to_options(fn, *p);
   a.workspace = p->workspace;
   a.workspace_bytes = p->workspace_bytes;
+  if (p->struct_size >= kParamsV2Size) {
+    a.q_descale = to_tensor(fn, p->q_descale, "q_descale");
+    a.k_descale = to_tensor(fn, p->k_descale, "k_descale");
+    a.v_descale = to_tensor(fn, p->v_descale, "v_descale");
+  }
   return a;
 }
 

@@ -420,6 +420,14 @@ void validate_forward(const ForwardArgs& args, int arch) {
             nullptr,     nullptr,       nullptr,         nullptr,           &args.varlen,
             &args.options, args.workspace, args.workspace_bytes, /*backward=*/false};
   check_host(p, c);
+  // FP8 descales: only meaningful for e4m3 inputs (FP8 is still rejected above, so any descale is an error here).
+  const TensorRef* descales[] = {&args.q_descale, &args.k_descale, &args.v_descale};
+  const char* descale_names[] = {"q_descale", "k_descale", "v_descale"};
+  for (int i = 0; i < 3; ++i) {
+    if (descales[i]->defined() && args.q.dtype != DType::kFloat8E4M3)
+      c.fail(Status::kInvalidArgument, descale_names[i], " is given but q.dtype = ", dtype_str(args.q.dtype),
+             ": descale factors apply to FP8 (float8_e4m3) inputs only");
+  }
   check_arch(arch, c);
 }
 

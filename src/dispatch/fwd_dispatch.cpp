@@ -93,7 +93,7 @@ void run_forward(const FwdPlan& plan, cudaStream_t stream) {
                                            " is not compiled into this build (see FLASH3_KERNELS; "
                                            "flash3::describe_kernels() lists what is)");
   }
-  entry->run(plan.params, stream);
+  entry->run_forward(plan.params, stream);
 }
 
 }  // namespace flash3

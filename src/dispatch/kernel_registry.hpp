@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "flash3/types.hpp"
+#include "kernels/common/bwd_params.hpp"
 #include "kernels/common/fwd_params.hpp"
 
 namespace flash3 {
@@ -31,10 +32,13 @@ struct KernelKey {
 };
 
 using FwdKernelFn = void (*)(const FwdParams&, cudaStream_t);
+using BwdKernelFn = void (*)(const BwdParams&, cudaStream_t);
 
+// Exactly one of run_forward / run_backward is set, matching key.direction.
 struct KernelEntry {
   KernelKey key;
-  FwdKernelFn run;
+  FwdKernelFn run_forward;
+  BwdKernelFn run_backward;
   const char* name;  // the generated file's stem, e.g. fwd_sm90_bf16_hd128_local
 };
 

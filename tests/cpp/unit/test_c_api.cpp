@@ -64,7 +64,7 @@ TEST(CApi, Version) {
                                "." + std::to_string(FLASH3_VERSION_PATCH);
   EXPECT_EQ(flash3_version(), expected);
   EXPECT_EQ(flash3_c_api_version(), FLASH3_C_API_VERSION);
-  EXPECT_EQ(flash3_c_api_version(), 1);
+  EXPECT_EQ(flash3_c_api_version(), 2);
 }
 
 TEST(CApi, ParamsInitDefaults) {
@@ -204,11 +204,21 @@ TEST(CApi, WrongStructSize) {
   p.struct_size = 0;  // e.g. the caller forgot flash3_attention_params_init
   EXPECT_EQ(flash3_validate_forward(&p, 90), FLASH3_STATUS_INVALID_ARGUMENT);
   EXPECT_TRUE(contains(flash3_last_error(), "params->struct_size = 0")) << flash3_last_error();
-  p.struct_size = sizeof(flash3_attention_params) - sizeof(int64_t);  // an older, shorter struct
+  p.struct_size = offsetof(flash3_attention_params, workspace_bytes);  // shorter than version 1
   EXPECT_EQ(flash3_forward(&p), FLASH3_STATUS_INVALID_ARGUMENT);
   EXPECT_TRUE(contains(flash3_last_error(), "struct_size")) << flash3_last_error();
   EXPECT_EQ(flash3_validate_backward(&p, 90), FLASH3_STATUS_INVALID_ARGUMENT);
+  // A version-1 caller (no descale fields) is accepted and its missing fields read as "not given": the garbage
+  // past its struct_size must not be read as a descale tensor.
+  p = valid_params();
+  p.q_descale.data = reinterpret_cast<void*>(0x1000);
+  p.q_descale.rank = 1;
+  EXPECT_EQ(flash3_validate_forward(&p, 90), FLASH3_STATUS_INVALID_ARGUMENT);
+  EXPECT_TRUE(contains(flash3_last_error(), "q_descale is given")) << flash3_last_error();
+  p.struct_size = offsetof(flash3_attention_params, q_descale);
+  EXPECT_EQ(flash3_validate_forward(&p, 90), FLASH3_STATUS_SUCCESS) << flash3_last_error();
   // A newer caller's larger struct is accepted (fields are only appended).
+  p = valid_params();
   p.struct_size = sizeof(flash3_attention_params) + 64;
   EXPECT_EQ(flash3_validate_forward(&p, 90), FLASH3_STATUS_SUCCESS) << flash3_last_error();
 }
