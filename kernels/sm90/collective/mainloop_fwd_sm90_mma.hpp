@@ -13,28 +13,9 @@
 #include "kernels/common/named_barriers.hpp"
 #include "kernels/common/softmax.hpp"
 #include "kernels/sm90/fwd_kernel_traits_sm90.hpp"
+#include "kernels/sm90/wgmma_gemm.hpp"
 
 namespace flash3 {
-
-// Issues one warpgroup GEMM C (+)= A B over all k blocks and commits it as one WGMMA group (no wait).
-// A from registers (RS) needs its registers fenced too; A from shared memory is a tensor of descriptors.
-template <bool kZeroInit, class TiledMma, class TensorA, class TensorB, class TensorC>
-CUTLASS_DEVICE void wgmma_gemm(TiledMma& mma, TensorA const& tA, TensorB const& tB, TensorC& tC) {
-  using namespace cute;
-  constexpr bool kARegisters = !is_same_v<typename TensorA::iterator, GMMA::DescriptorIterator>;
-  if constexpr (kARegisters) { warpgroup_fence_operand(const_cast<TensorA&>(tA)); }
-  warpgroup_fence_operand(tC);
-  warpgroup_arrive();
-  mma.accumulate_ = kZeroInit ? GMMA::ScaleOut::Zero : GMMA::ScaleOut::One;
-  CUTE_UNROLL
-  for (int k = 0; k < size<2>(tA); ++k) {
-    cute::gemm(mma, tA(_, _, k), tB(_, _, k), tC);
-    mma.accumulate_ = GMMA::ScaleOut::One;
-  }
-  warpgroup_commit_batch();
-  warpgroup_fence_operand(tC);
-  if constexpr (kARegisters) { warpgroup_fence_operand(const_cast<TensorA&>(tA)); }
-}
 
 // Pingpong turn-taking between two consumer warpgroups on named barriers: warpgroup w waits on barrier w (its own
 // 128 threads plus the other warpgroup's 128 arrivals) and arrives on the other's. Warpgroup 1 arrives on barrier 0
@@ -46,19 +27,6 @@ CUTLASS_DEVICE void pingpong_wait_turn(int warpgroup) {
 CUTLASS_DEVICE void pingpong_pass_turn(int warpgroup) {
   named_barrier_arrive(2 * cutlass::NumThreadsPerWarpGroup,
                        static_cast<FwdNamedBarrier>(int(FwdNamedBarrier::kWarpSchedulerWG1) + (1 - warpgroup)));
-}
-
-// Waits for WGMMA groups, but only after `dependency` has been computed. Why: ptxas hoists a plain wgmma wait above
-// independent math that precedes it; in SASS every MUFU.EX2 of the softmax landed after the wait for P V, so the
-// softmax never overlapped the P V GEMM (the point of the 2-stage pipeline). A branch on a value the softmax produced
-// pins the wait below it; both arms wait the same, so nothing else changes.
-template <int N>
-CUTLASS_DEVICE void warpgroup_wait_after(float dependency) {
-  if (__float_as_uint(dependency) != 0xFFFFFFFFu) {
-    cute::warpgroup_wait<N>();
-  } else {
-    cute::warpgroup_wait<N>();
-  }
 }
 
 template <class Traits>
