@@ -103,13 +103,9 @@ def _out_dtype(q):
 
 # ---- forward ------------------------------------------------------------------------------------------------------
 
-@torch.library.custom_op("flash3::fwd", mutates_args=(), device_types="cuda")
-def fwd(q: Tensor, k: Tensor, v: Tensor, cu_seqlens_q: Optional[Tensor], cu_seqlens_k: Optional[Tensor],
-        seqused_q: Optional[Tensor], seqused_k: Optional[Tensor], max_seqlen_q: int, max_seqlen_k: int,
-        softmax_scale: float, causal: bool, window_left: int, window_right: int, softcap: float,
-        q_descale: Optional[Tensor], k_descale: Optional[Tensor], v_descale: Optional[Tensor],
-        deterministic: bool) -> Tuple[Tensor, Tensor]:
-    """out, softmax_lse = attention(q, k, v). `deterministic` is stored for the backward only."""
+def fwd_impl(q, k, v, cu_seqlens_q, cu_seqlens_k, seqused_q, seqused_k, max_seqlen_q, max_seqlen_k, softmax_scale,
+             causal, window_left, window_right, softcap, q_descale, k_descale, v_descale, deterministic):
+    """The real forward (flash3::fwd's CUDA implementation, also called directly by the eager fast path)."""
     idx = _check_device(q.device)
     out_shape, lse_shape = _out_shapes(q, v, cu_seqlens_q)
     out = torch.empty(out_shape, dtype=_out_dtype(q), device=q.device)
@@ -141,6 +137,18 @@ def fwd(q: Tensor, k: Tensor, v: Tensor, cu_seqlens_q: Optional[Tensor], cu_seql
     return out, lse
 
 
+@torch.library.custom_op("flash3::fwd", mutates_args=(), device_types="cuda")
+def fwd(q: Tensor, k: Tensor, v: Tensor, cu_seqlens_q: Optional[Tensor], cu_seqlens_k: Optional[Tensor],
+        seqused_q: Optional[Tensor], seqused_k: Optional[Tensor], max_seqlen_q: int, max_seqlen_k: int,
+        softmax_scale: float, causal: bool, window_left: int, window_right: int, softcap: float,
+        q_descale: Optional[Tensor], k_descale: Optional[Tensor], v_descale: Optional[Tensor],
+        deterministic: bool) -> Tuple[Tensor, Tensor]:
+    """out, softmax_lse = attention(q, k, v). `deterministic` is stored for the backward only."""
+    return fwd_impl(q, k, v, cu_seqlens_q, cu_seqlens_k, seqused_q, seqused_k, max_seqlen_q, max_seqlen_k,
+                    softmax_scale, causal, window_left, window_right, softcap, q_descale, k_descale, v_descale,
+                    deterministic)
+
+
 @fwd.register_fake
 def _fwd_fake(q, k, v, cu_seqlens_q, cu_seqlens_k, seqused_q, seqused_k, max_seqlen_q, max_seqlen_k, softmax_scale,
               causal, window_left, window_right, softcap, q_descale, k_descale, v_descale, deterministic):
@@ -152,12 +160,9 @@ def _fwd_fake(q, k, v, cu_seqlens_q, cu_seqlens_k, seqused_q, seqused_k, max_seq
 
 # ---- backward -----------------------------------------------------------------------------------------------------
 
-@torch.library.custom_op("flash3::bwd", mutates_args=(), device_types="cuda")
-def bwd(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, softmax_lse: Tensor,
-        cu_seqlens_q: Optional[Tensor], cu_seqlens_k: Optional[Tensor], seqused_q: Optional[Tensor],
-        seqused_k: Optional[Tensor], max_seqlen_q: int, max_seqlen_k: int, softmax_scale: float, causal: bool,
-        window_left: int, window_right: int, softcap: float, deterministic: bool) -> Tuple[Tensor, Tensor, Tensor]:
-    """dq, dk, dv of attention(q, k, v) given dout and the forward's out and softmax_lse."""
+def bwd_impl(dout, q, k, v, out, softmax_lse, cu_seqlens_q, cu_seqlens_k, seqused_q, seqused_k, max_seqlen_q,
+             max_seqlen_k, softmax_scale, causal, window_left, window_right, softcap, deterministic):
+    """The real backward (flash3::bwd's CUDA implementation, also called directly by the eager fast path)."""
     idx = _check_device(q.device)
     dq = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     dk = torch.empty(k.shape, dtype=k.dtype, device=k.device)
@@ -186,6 +191,16 @@ def bwd(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, softmax_lse:
             _lib.set_workspace(buf, ws.data_ptr(), nbytes)
         lib.backward(buf)
     return dq, dk, dv
+
+
+@torch.library.custom_op("flash3::bwd", mutates_args=(), device_types="cuda")
+def bwd(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, softmax_lse: Tensor,
+        cu_seqlens_q: Optional[Tensor], cu_seqlens_k: Optional[Tensor], seqused_q: Optional[Tensor],
+        seqused_k: Optional[Tensor], max_seqlen_q: int, max_seqlen_k: int, softmax_scale: float, causal: bool,
+        window_left: int, window_right: int, softcap: float, deterministic: bool) -> Tuple[Tensor, Tensor, Tensor]:
+    """dq, dk, dv of attention(q, k, v) given dout and the forward's out and softmax_lse."""
+    return bwd_impl(dout, q, k, v, out, softmax_lse, cu_seqlens_q, cu_seqlens_k, seqused_q, seqused_k, max_seqlen_q,
+                    max_seqlen_k, softmax_scale, causal, window_left, window_right, softcap, deterministic)
 
 
 @bwd.register_fake
@@ -238,3 +253,59 @@ def _backward(ctx, dout, dlse):
 
 
 fwd.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ---- the eager fast path ----------------------------------------------------------------------------------------------
+# A torch.library custom op costs tens of microseconds per call in eager mode (the dispatcher calls back into Python,
+# and register_autograd adds another layer), more than the whole of SDPA's call. In plain eager mode, with ordinary
+# CUDA tensors and no mode or transform that must see the op, the public functions call the same implementations
+# through this autograd.Function instead. Everything else (torch.compile, export, FakeTensor/meta, dispatch and
+# function modes, functorch transforms, tensor subclasses) goes through flash3::fwd / flash3::bwd.
+
+class _Attention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, cu_seqlens_q, cu_seqlens_k, seqused_q, seqused_k, max_seqlen_q, max_seqlen_k,
+                softmax_scale, causal, window_left, window_right, softcap, q_descale, k_descale, v_descale,
+                deterministic):
+        out, lse = fwd_impl(q, k, v, cu_seqlens_q, cu_seqlens_k, seqused_q, seqused_k, max_seqlen_q, max_seqlen_k,
+                            softmax_scale, causal, window_left, window_right, softcap, q_descale, k_descale,
+                            v_descale, deterministic)
+        ctx.save_for_backward(q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, seqused_q, seqused_k)
+        ctx.fp8 = q_descale is not None or k_descale is not None or v_descale is not None
+        ctx.args = (max_seqlen_q, max_seqlen_k, softmax_scale, causal, window_left, window_right, softcap,
+                    deterministic)
+        ctx.mark_non_differentiable(lse)
+        return out, lse
+
+    @staticmethod
+    def backward(ctx, dout, dlse):
+        q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, seqused_q, seqused_k = ctx.saved_tensors
+        if ctx.fp8:
+            raise NotImplementedError("flash3: no backward for FP8 inputs (q_descale/k_descale/v_descale given)")
+        dq, dk, dv = bwd_impl(dout, q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, seqused_q, seqused_k, *ctx.args)
+        return (dq, dk, dv) + (None,) * 15
+
+
+# Set to False to route every call through the custom ops (e.g. to compare the two paths).
+FAST_PATH = True
+
+_is_compiling = getattr(torch.compiler, "is_compiling", None) or (lambda: False)
+_tf_mode = getattr(torch._C, "_is_torch_function_mode_enabled", None) or (lambda: True)
+_dispatch_depth = getattr(torch._C, "_len_torch_dispatch_stack", None) or (lambda: 1)
+try:
+    _functorch_wrapped = torch._C._functorch.is_functorch_wrapped_tensor
+except AttributeError:  # pragma: no cover
+    def _functorch_wrapped(t):
+        return True
+_Tensor = torch.Tensor
+
+
+def attention(q, k, v, *args):
+    """flash3::fwd with autograd: the custom op, or in plain eager mode the same code without the dispatcher."""
+    if (FAST_PATH and type(q) is _Tensor and type(k) is _Tensor and type(v) is _Tensor and q.is_cuda
+            and not _is_compiling() and not _tf_mode() and _dispatch_depth() == 0
+            and not _functorch_wrapped(q)):
+        if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
+            return _Attention.apply(q, k, v, *args)
+        return fwd_impl(q, k, v, *args)
+    return fwd(q, k, v, *args)

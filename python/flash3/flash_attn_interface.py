@@ -95,7 +95,7 @@ def _check_qkv(q, k, v, varlen):
         raise ValueError(f"flash3: headdim {d} with headdim_v {dv}: headdim_v must equal headdim, or (192, 128)")
 
 
-def _check_descale(q, k, q_descale, k_descale, v_descale, varlen_batch=None):
+def _check_descale(q, q_descale, k_descale, v_descale):
     given = [(n, t) for n, t in (("q_descale", q_descale), ("k_descale", k_descale), ("v_descale", v_descale))
              if t is not None]
     if q.dtype in _HALF:
@@ -103,14 +103,10 @@ def _check_descale(q, k, q_descale, k_descale, v_descale, varlen_batch=None):
             raise ValueError(f"flash3: {given[0][0]} is given but q.dtype is {q.dtype}; descale factors apply to "
                              "FP8 (torch.float8_e4m3fn) inputs only")
         return
-    # FP8 inputs: the C library decides (it reports NOT_SUPPORTED until the FP8 kernels are built).
-    batch = q.shape[0] if varlen_batch is None else varlen_batch
+    # FP8 inputs: the C library checks the descale shapes and reports NOT_SUPPORTED while the FP8 kernels are absent.
     for name, t in given:
         if not isinstance(t, torch.Tensor) or t.dtype != torch.float32 or t.device != q.device:
             raise TypeError(f"flash3: {name} must be a float32 tensor on {q.device}")
-        if tuple(t.shape) != (batch, k.shape[-2]):
-            raise ValueError(f"flash3: {name} has shape {tuple(t.shape)}, expected (batch, nheads_k) = "
-                             f"({batch}, {k.shape[-2]})")
 
 
 def _window(window_size, causal):
@@ -149,7 +145,7 @@ def _softcap(softcap):
 
 def _fwd(q, k, v, cu_seqlens_q, cu_seqlens_k, seqused_q, seqused_k, max_seqlen_q, max_seqlen_k, softmax_scale,
          causal, window, softcap, q_descale, k_descale, v_descale, deterministic, return_lse):
-    out, lse = _ops.fwd(q, k, v, cu_seqlens_q, cu_seqlens_k, seqused_q,
+    out, lse = _ops.attention(q, k, v, cu_seqlens_q, cu_seqlens_k, seqused_q,
                         seqused_k, max_seqlen_q, max_seqlen_k, softmax_scale, bool(causal), window[0], window[1],
                         softcap, q_descale, k_descale, v_descale, bool(deterministic))
     return (out, lse) if return_lse else out
@@ -167,7 +163,7 @@ def flash_attn_func(q, k, v, softmax_scale=None, causal=False, qv=None, q_descal
     """
     _check_unbuilt(qv, attention_chunk, num_splits, pack_gqa, sm_margin)
     _check_qkv(q, k, v, varlen=False)
-    _check_descale(q, k, q_descale, k_descale, v_descale)
+    _check_descale(q, q_descale, k_descale, v_descale)
     window = _window(window_size, causal)
     return _fwd(q, k, v, None, None, None, None, 0, 0, _scale(softmax_scale, q.shape[-1]), causal, window,
                 _softcap(softcap), q_descale, k_descale, v_descale, deterministic, return_attn_probs)
@@ -221,7 +217,7 @@ def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, ma
         _check_cu("seqused_k", seqused_k, q.device, batch)
     max_seqlen_q = _check_max_seqlen("max_seqlen_q", max_seqlen_q)
     max_seqlen_k = _check_max_seqlen("max_seqlen_k", max_seqlen_k)
-    _check_descale(q, k, q_descale, k_descale, v_descale, batch)
+    _check_descale(q, q_descale, k_descale, v_descale)
     window = _window(window_size, causal)
     return _fwd(q, k, v, cu_seqlens_q, cu_seqlens_k, seqused_q, seqused_k, max_seqlen_q, max_seqlen_k,
                 _scale(softmax_scale, q.shape[-1]), causal, window, _softcap(softcap), q_descale, k_descale,
@@ -256,7 +252,7 @@ def flash_attn_qkvpacked_func(qkv, softmax_scale=None, causal=False, q_descale=N
         raise ValueError(f"flash3: qkv must be (batch, seqlen, 3, nheads, headdim) or (batch, seqlen, nheads + 2 * "
                          f"nheads_k, headdim); got shape {tuple(qkv.shape)}")
     _check_qkv(q, k, v, varlen=False)
-    _check_descale(q, k, q_descale, k_descale, v_descale)
+    _check_descale(q, q_descale, k_descale, v_descale)
     window = _window(window_size, causal)
     return _fwd(q, k, v, None, None, None, None, 0, 0, _scale(softmax_scale, q.shape[-1]), causal, window,
                 _softcap(softcap), q_descale, k_descale, v_descale, deterministic, return_attn_probs)
