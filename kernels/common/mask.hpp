@@ -52,6 +52,49 @@ struct BlockMask {
     return t;
   }
 
+  // Backward (keys stationary): the query blocks whose rows see at least one key of key block n_block, as
+  // [*m_begin, *m_end); exactly the m with trips(m).n_begin <= n_block < trips(m).n_end (host-tested).
+  CUTLASS_HOST_DEVICE void query_blocks(int n_block, int* m_begin, int* m_end) const {
+    int const shift = seqlen_k - seqlen_q;
+    int const n_first = n_block * kBlockN;
+    int const n_last = cute::min(n_first + kBlockN, seqlen_k) - 1;
+    int lo = 0, hi = cute::ceil_div(seqlen_q, kBlockM);
+    if (n_last < n_first) { hi = 0; }
+    // Row i sees key j only if j <= i + shift + window_right, i.e. i >= n_first - shift - window_right.
+    if (window_right >= 0) { lo = cute::max(lo, floor_div(n_first - shift - window_right, kBlockM)); }
+    // ... and only if j >= i + shift - window_left, i.e. i <= n_last - shift + window_left.
+    if (window_left >= 0) { hi = cute::min(hi, floor_div(n_last - shift + window_left, kBlockM) + 1); }
+    *m_begin = lo;
+    *m_end = cute::max(lo, hi);
+  }
+
+  // Backward: whether tile (m_block, n_block) has invisible elements (key-range end, causal diagonal, window edge).
+  CUTLASS_HOST_DEVICE bool tile_needs_mask(int m_block, int n_block) const {
+    Trips const t = trips(m_block);
+    return n_block >= t.n_masked_hi || n_block < t.n_masked_lo;
+  }
+
+  // Sets invisible scores to -inf in a transposed tile S^T (rows = keys, cols = queries); tScS_rowcol holds each
+  // element's (key, query) inside the tile.
+  template <class TensorS, class TensorC>
+  CUTLASS_DEVICE void apply_transposed(TensorS& tSrS_rowcol, TensorC const& tScS_rowcol, int m_block,
+                                       int n_block) const {
+    using namespace cute;
+    int const shift = seqlen_k - seqlen_q;
+    CUTE_UNROLL
+    for (int r = 0; r < size<0>(tSrS_rowcol); ++r) {
+      int const key = n_block * kBlockN + int(get<0>(tScS_rowcol(r, 0)));
+      CUTE_UNROLL
+      for (int c = 0; c < size<1>(tSrS_rowcol); ++c) {
+        int const row = m_block * kBlockM + int(get<1>(tScS_rowcol(r, c)));
+        bool visible = key < seqlen_k;
+        if (window_right >= 0) { visible = visible && key <= row + shift + window_right; }
+        if (window_left >= 0) { visible = visible && key >= row + shift - window_left; }
+        if (!visible) { tSrS_rowcol(r, c) = -INFINITY; }
+      }
+    }
+  }
+
   // Sets invisible scores to -inf. tScS_rowcol holds each accumulator element's (row, col) inside the tile, in the
   // same (row, col) view as tSrS_rowcol.
   template <class TensorS, class TensorC>

@@ -13,6 +13,10 @@ enum class FwdNamedBarrier : uint32_t {
   // Dynamic tile walk: hand-over of the next tile index from the producer warp to the consumers.
   kTileReady = 3,
   kTileConsumed = 4,
+  // Backward: both consumer warpgroups wrote their dS^T tile (dQ = dS K reads both halves).
+  kBwdDsReady = 5,
+  // Backward, deterministic mode: this CTA's turn to add into a dQ block.
+  kBwdDqTurn = 6,
 };
 
 CUTLASS_DEVICE void named_barrier_sync(uint32_t num_threads, FwdNamedBarrier id) {

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "api/validate.hpp"
+#include "dispatch/bwd_dispatch.hpp"
 #include "dispatch/fwd_dispatch.hpp"
 #include "flash3/flash3.hpp"
 
@@ -47,14 +48,23 @@ void forward(const ForwardArgs& args) {
 
 int64_t backward_workspace_size(const BackwardArgs& args) {
   validate_backward(args, 0);
-  return 0;
+  return backward_workspace_bytes(args, backward_problem_shape(args));
 }
 
 void backward(const BackwardArgs& args) {
   validate_backward(args, 0);
-  throw Error(Status::kNotSupported,
-              "flash3::backward: the backward kernel is not built yet (arguments are valid; the CPU reference "
-              "backward exists for tests)");
+  ProblemShape const shape = backward_problem_shape(args);
+  if (shape.batch == 0) { return; }  // nothing to write
+  int64_t const needed = backward_workspace_bytes(args, shape);
+  if (args.workspace_bytes < needed) {
+    throw Error(Status::kInvalidArgument, "flash3::backward: workspace_bytes = " +
+                                              std::to_string(args.workspace_bytes) + " but this call needs " +
+                                              std::to_string(needed) +
+                                              " bytes of device workspace (ask backward_workspace_size())");
+  }
+  int const arch = current_device_arch("flash3::backward");
+  BwdPlan const plan = plan_backward(args, shape, arch, device_sm_count("flash3::backward"));
+  run_backward(plan, static_cast<cudaStream_t>(args.options.stream));
 }
 
 std::string describe_kernels() {

@@ -84,6 +84,45 @@ TEST(MaskTrips, EdgeShapes) {
   }
 }
 
+// Backward (keys stationary): the query blocks a key block visits must be exactly those whose trips include it, and
+// a tile that skips the mask must be fully visible.
+template <int kBlockM, int kBlockN>
+void check_query_blocks(int sq, int sk, int wl, int wr) {
+  flash3::BlockMask<kBlockM, kBlockN, true> const mask(sq, sk, wl, wr);
+  for (int n_block = 0; n_block * kBlockN < std::max(sk, 1); ++n_block) {
+    int m_begin = 0, m_end = 0;
+    mask.query_blocks(n_block, &m_begin, &m_end);
+    SCOPED_TRACE(::testing::Message() << "sq=" << sq << " sk=" << sk << " wl=" << wl << " wr=" << wr
+                                      << " n_block=" << n_block << " query blocks [" << m_begin << "," << m_end << ")");
+    for (int m_block = 0; m_block * kBlockM < sq; ++m_block) {
+      auto const t = mask.trips(m_block);
+      bool const expected = n_block >= t.n_begin && n_block < t.n_end;
+      ASSERT_EQ(m_block >= m_begin && m_block < m_end, expected) << "m_block " << m_block;
+      if (!expected || mask.tile_needs_mask(m_block, n_block)) continue;
+      for (int i = m_block * kBlockM; i < std::min((m_block + 1) * kBlockM, sq); ++i)
+        for (int j = n_block * kBlockN; j < (n_block + 1) * kBlockN; ++j)
+          ASSERT_TRUE(visible(i, j, sq, sk, wl, wr)) << "unmasked tile hides key " << j << " from row " << i;
+    }
+  }
+}
+
+TEST(MaskTrips, BackwardQueryBlocksMatchTrips) {
+  std::mt19937 rng(4321);
+  std::uniform_int_distribution<int> len(1, 600);
+  std::uniform_int_distribution<int> win(-1, 300);
+  for (int iter = 0; iter < 150; ++iter) {
+    int const sq = len(rng), sk = len(rng);
+    int wl = win(rng), wr = win(rng);
+    if (iter % 5 == 0) { wr = 0; }
+    if (iter % 7 == 0) { wl = -1; wr = -1; }
+    check_query_blocks<64, 128>(sq, sk, wl, wr);
+    if (HasFatalFailure()) return;
+  }
+  check_query_blocks<64, 128>(256, 0, -1, -1);
+  check_query_blocks<64, 128>(1, 1, -1, 0);
+  check_query_blocks<64, 128>(1000, 10, 3, -1);
+}
+
 TEST(TileOrder, HeadMajorVisitsEveryTileOnceLongestFirst) {
   flash3::HeadMajorTileOrder const order{7, 5, 3};  // m blocks, heads, batch
   std::set<std::tuple<int, int, int>> seen;

@@ -1,0 +1,113 @@
+// The sm90 (Hopper) backward kernel: warp-specialised, one CTA per (key block, kv head, batch).
+//
+//   warpgroup 0        producer: setmaxnreg down, one thread issues all loads (MainloopBwdSm90Load)
+//   warpgroups 1..2    consumers: setmaxnreg up, the five GEMMs per query block (MainloopBwdSm90Mma), then dK/dV
+//
+// Both roles derive the same CtaWork (query heads of the group, query blocks that see the key block), so the Q/dO
+// pipelines stay in step without other communication. The pre- and postprocess kernels (bwd_prepost.cuh) run before
+// (D = rowsum(dO * O), lse_log2, zeroed dQ accumulator) and after (dQ = accumulator * scale, in the input dtype).
+#pragma once
+
+#include <cute/tensor.hpp>
+#include <cutlass/arch/reg_reconfig.h>
+#include <cutlass/cutlass.h>
+
+#include "kernels/common/bwd_params.hpp"
+#include "kernels/common/mask.hpp"
+#include "kernels/common/seqlen_info.hpp"
+#include "kernels/sm90/bwd_kernel_traits_sm90.hpp"
+#include "kernels/sm90/collective/epilogue_bwd_sm90.hpp"
+#include "kernels/sm90/collective/mainloop_bwd_sm90_load.hpp"
+#include "kernels/sm90/collective/mainloop_bwd_sm90_mma.hpp"
+
+namespace flash3 {
+
+template <class Traits_>
+struct BwdKernelSm90 {
+  using Traits = Traits_;
+  using Mask = BlockMask<Traits::kBlockM, Traits::kBlockN, Traits::kHasLocal>;
+
+  struct Params {
+    BwdParams bwd;
+    typename Traits::ShapeQKV shape_q, shape_do, shape_k, shape_v;
+    typename Traits::TmaQ tma_q;
+    typename Traits::TmadO tma_do;
+    typename Traits::TmaK tma_k;
+    typename Traits::TmaV tma_v;
+  };
+
+  struct CtaWork {
+    int n_block, head_k, batch;
+    int group;             // query heads per kv head
+    SeqlenInfo seq;        // used lengths and row offsets
+    int allocated_k;       // rows of this sequence in k/dk (>= seq.seqlen_k): dK/dV rows written
+    Mask mask;
+    int m_begin, m_end;    // query blocks that see this key block
+    CUTLASS_DEVICE bool has_steps() const { return m_begin < m_end; }
+  };
+
+  CUTLASS_DEVICE static CtaWork cta_work(Params const& params) {
+    BwdParams const& p = params.bwd;
+    int const batch = blockIdx.z;
+    SeqlenInfo const seq(p, batch);
+    Mask const mask(seq.seqlen_q, seq.seqlen_k, p.window_left, p.window_right);
+    int const allocated_k =
+        p.cu_seqlens_k != nullptr ? int(p.cu_seqlens_k[batch + 1] - p.cu_seqlens_k[batch]) : p.seqlen_k;
+    CtaWork w{int(blockIdx.x), int(blockIdx.y), batch, p.num_heads / p.num_heads_k, seq, allocated_k, mask, 0, 0};
+    mask.query_blocks(w.n_block, &w.m_begin, &w.m_end);
+    return w;
+  }
+
+  CUTLASS_DEVICE void operator()(Params const& params, char* smem_raw) const {
+    using namespace cute;
+    auto& smem = *reinterpret_cast<typename Traits::SharedStorage*>(smem_raw);
+    CtaWork const work = cta_work(params);
+    if (work.n_block * Traits::kBlockN >= work.allocated_k) { return; }  // past this sequence: nothing to write
+
+    int const warp_idx = cutlass::canonical_warp_idx_sync();
+    int const warpgroup_idx = cutlass::canonical_warp_group_idx();
+    if (warp_idx == 0 && cute::elect_one_sync()) {
+      cute::prefetch_tma_descriptor(params.tma_q.get_tma_descriptor());
+      cute::prefetch_tma_descriptor(params.tma_do.get_tma_descriptor());
+      cute::prefetch_tma_descriptor(params.tma_k.get_tma_descriptor());
+      cute::prefetch_tma_descriptor(params.tma_v.get_tma_descriptor());
+      Traits::PipelineQ::init(&smem.pipeline_q, Traits::kNumMmaWarpgroups);
+      Traits::PipelineQ::init(&smem.pipeline_do, Traits::kNumMmaWarpgroups);
+      cutlass::arch::ClusterTransactionBarrier::init(&smem.kv_full, 1);
+      cutlass::arch::fence_barrier_init();
+    }
+    __syncthreads();
+    typename Traits::PipelineQ pipeline_q{&smem.pipeline_q};
+    typename Traits::PipelineQ pipeline_do{&smem.pipeline_do};
+
+    if (warpgroup_idx == 0) {
+      cutlass::arch::warpgroup_reg_dealloc<Traits::kProducerRegisters>();
+      if (warp_idx == 0 && work.has_steps() && cute::elect_one_sync()) {
+        MainloopBwdSm90Load<Traits>::load_cta(params, smem, pipeline_q, pipeline_do, work);
+      }
+    } else {
+      cutlass::arch::warpgroup_reg_alloc<Traits::kConsumerRegisters>();
+      int const mma_thread_idx = threadIdx.x - cutlass::NumThreadsPerWarpGroup;
+      typename Traits::TiledMmadK mma_dk;
+      typename Traits::TiledMmadV mma_dv;
+      Tensor tdKrdK = partition_fragment_C(mma_dk, Shape<typename Traits::BlockN, typename Traits::HeadDim>{});
+      Tensor tdVrdV = partition_fragment_C(mma_dv, Shape<typename Traits::BlockN, typename Traits::HeadDimV>{});
+      clear(tdKrdK);
+      clear(tdVrdV);
+      if (work.has_steps()) {
+        MainloopBwdSm90Mma<Traits>::compute_cta(params, smem, pipeline_q, pipeline_do, mma_thread_idx, work, tdKrdK,
+                                                tdVrdV);
+      }
+      EpilogueBwdSm90<Traits>::store(params.bwd, mma_thread_idx, work, tdKrdK, tdVrdV);
+    }
+  }
+};
+
+template <class Kernel>
+__global__ void __launch_bounds__(Kernel::Traits::kNumThreads, 1)
+    bwd_kernel_sm90(CUTE_GRID_CONSTANT typename Kernel::Params const params) {
+  extern __shared__ char smem[];
+  Kernel{}(params, smem);
+}
+
+}  // namespace flash3

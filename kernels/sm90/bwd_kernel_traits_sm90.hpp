@@ -1,0 +1,131 @@
+// Compile-time shapes of the sm90 backward: tiles, WGMMA atoms, shared-memory layouts, TMA types, shared storage.
+//
+// One CTA owns kBlockN keys of one (batch, kv head) and walks the query blocks (kBlockM rows) of every query head of
+// its GQA group, so dK and dV stay in registers for the whole CTA and are written once, with no reduction across
+// CTAs. Each of the 2 consumer warpgroups owns 64 of the keys. Per query block every warpgroup computes, for its keys:
+//   S^T  = K Q^T            (SS)      P^T  = exp2(S^T * scale_log2 - lse_log2)
+//   dP^T = V dO^T           (SS)      dS^T = P^T * (dP^T - D)  (times the softcap derivative)
+//   dV  += P^T dO           (RS: P^T straight from the registers that hold it)
+//   dK  += dS^T Q           (RS)
+// and both warpgroups together, after writing dS^T to shared memory:
+//   dQ   = dS K             (SS, the head dim split between the warpgroups), added into an fp32 accumulator in global
+//                           memory (the one cross-CTA reduction; ordered by semaphores in deterministic mode).
+// Computing the transposed scores puts keys on the accumulator rows, which is what lets P^T and dS^T feed the dV/dK
+// GEMMs as register A operands. Q, dO and K are each read by GEMMs in both orientations; the transposed views are
+// the same shared memory, viewed MN-major (a K-major tile of (rows, d) is exactly an MN-major tile of (d, rows)).
+#pragma once
+
+#include <cute/tensor.hpp>
+#include <cutlass/cutlass.h>
+#include <cutlass/gemm/collective/builders/sm90_common.inl>
+
+#include "kernels/common/bwd_params.hpp"
+#include "kernels/common/pipeline_tma.hpp"
+
+namespace flash3 {
+
+template <class Element_, int kHeadDim_, int kHeadDimV_, bool kHasLocal_, bool kHasSoftcap_>
+struct BwdTraitsSm90 {
+  using Element = Element_;
+  static constexpr int kHeadDim = kHeadDim_;
+  static constexpr int kHeadDimV = kHeadDimV_;
+  static constexpr bool kHasLocal = kHasLocal_;
+  static constexpr bool kHasSoftcap = kHasSoftcap_;
+  // Registers: dK and dV accumulators take (d + dv) / 2 fp32 per thread for the 64 keys of a warpgroup, next to
+  // S^T and dP^T (kBlockM / 2 each) and dQ (kBlockM * d / 256). d <= 128 fits in 240 registers.
+  static_assert(kHeadDim <= 128 && kHeadDimV <= 128, "this backward tiling holds dK and dV for d <= 128");
+
+  static constexpr int kBlockM = 64;   // query rows per step
+  static constexpr int kBlockN = 128;  // keys per CTA
+  static constexpr int kStages = 2;    // Q / dO pipeline depth
+  static constexpr int kNumMmaWarpgroups = 2;
+  static constexpr int kNumMmaThreads = kNumMmaWarpgroups * cutlass::NumThreadsPerWarpGroup;
+  static constexpr int kNumThreads = kNumMmaThreads + cutlass::NumThreadsPerWarpGroup;
+  static constexpr int kProducerRegisters = 24;
+  static constexpr int kConsumerRegisters = 240;
+  static_assert(kBwdScratchRowPad % kBlockM == 0);
+
+  using BlockM = cute::Int<kBlockM>;
+  using BlockN = cute::Int<kBlockN>;
+  using HeadDim = cute::Int<kHeadDim>;
+  using HeadDimV = cute::Int<kHeadDimV>;
+  using StagesT = cute::Int<kStages>;
+
+  using AtomKeys = cute::Layout<cute::Shape<cute::Int<kNumMmaWarpgroups>, cute::_1, cute::_1>>;  // split keys (M)
+  using AtomDim = cute::Layout<cute::Shape<cute::_1, cute::Int<kNumMmaWarpgroups>, cute::_1>>;   // split d (N)
+  using TiledMmaS = decltype(cute::make_tiled_mma(
+      cute::GMMA::ss_op_selector<Element, Element, float, cute::Shape<cute::_64, BlockM, HeadDim>>(), AtomKeys{}));
+  using TiledMmadP = decltype(cute::make_tiled_mma(
+      cute::GMMA::ss_op_selector<Element, Element, float, cute::Shape<cute::_64, BlockM, HeadDimV>>(), AtomKeys{}));
+  using TiledMmadV = decltype(cute::make_tiled_mma(
+      cute::GMMA::rs_op_selector<Element, Element, float, cute::Shape<cute::_64, HeadDimV, BlockM>,
+                                 cute::GMMA::Major::K, cute::GMMA::Major::MN>(),
+      AtomKeys{}));
+  using TiledMmadK = decltype(cute::make_tiled_mma(
+      cute::GMMA::rs_op_selector<Element, Element, float, cute::Shape<cute::_64, HeadDim, BlockM>,
+                                 cute::GMMA::Major::K, cute::GMMA::Major::MN>(),
+      AtomKeys{}));
+  using TiledMmadQ = decltype(cute::make_tiled_mma(
+      cute::GMMA::ss_op_selector<Element, Element, float,
+                                 cute::Shape<BlockM, cute::Int<kHeadDim / kNumMmaWarpgroups>, BlockN>,
+                                 cute::GMMA::Major::MN, cute::GMMA::Major::MN>(),
+      AtomDim{}));
+
+  // K-major tiles of (rows, d) and their MN-major transposed views (d, rows): see the header comment.
+  template <int kRows, int kCols, int kDepth>
+  using KMajorTile = decltype(cute::tile_to_shape(
+      cutlass::gemm::collective::detail::ss_smem_selector<cute::GMMA::Major::K, Element, cute::Int<kRows>,
+                                                          cute::Int<kCols>>(),
+      cute::Shape<cute::Int<kRows>, cute::Int<kCols>, cute::Int<kDepth>>{}));
+  template <class Tile, int kRows, int kCols, int kDepth>
+  using Transposed = decltype(cute::composition(
+      Tile{}, cute::make_layout(cute::Shape<cute::Int<kCols>, cute::Int<kRows>, cute::Int<kDepth>>{},
+                                cute::Stride<cute::Int<kRows>, cute::_1, cute::Int<kRows * kCols>>{})));
+
+  using SmemLayoutQ = KMajorTile<kBlockM, kHeadDim, kStages>;
+  using SmemLayoutQt = Transposed<SmemLayoutQ, kBlockM, kHeadDim, kStages>;
+  using SmemLayoutdO = KMajorTile<kBlockM, kHeadDimV, kStages>;
+  using SmemLayoutdOt = Transposed<SmemLayoutdO, kBlockM, kHeadDimV, kStages>;
+  using SmemLayoutK = KMajorTile<kBlockN, kHeadDim, 1>;
+  using SmemLayoutKt = Transposed<SmemLayoutK, kBlockN, kHeadDim, 1>;
+  using SmemLayoutV = KMajorTile<kBlockN, kHeadDimV, 1>;
+  // dS^T as the warpgroups hold it (keys, queries), double-buffered; dS is its (queries, keys) view for dQ = dS K.
+  using SmemLayoutdSt = KMajorTile<kBlockN, kBlockM, 2>;
+  using SmemLayoutdS = Transposed<SmemLayoutdSt, kBlockN, kBlockM, 2>;
+
+  using ShapeQKV = cute::Shape<int32_t, int32_t, int32_t, int32_t>;  // (rows, d, heads, batch)
+  using StrideQKV = cute::Stride<int64_t, cute::_1, int64_t, int64_t>;
+  template <class SmemLayout, class TileShape>
+  using Tma = decltype(cute::make_tma_copy(
+      cute::SM90_TMA_LOAD{},
+      cute::make_tensor(cute::make_gmem_ptr(static_cast<Element const*>(nullptr)), ShapeQKV{}, StrideQKV{}),
+      cute::take<0, 2>(SmemLayout{}), TileShape{}, cute::_1{}));
+  using TmaQ = Tma<SmemLayoutQ, cute::Shape<BlockM, HeadDim>>;
+  using TmadO = Tma<SmemLayoutdO, cute::Shape<BlockM, HeadDimV>>;
+  using TmaK = Tma<SmemLayoutK, cute::Shape<BlockN, HeadDim>>;
+  using TmaV = Tma<SmemLayoutV, cute::Shape<BlockN, HeadDimV>>;
+
+  static constexpr uint32_t kRowStatBytes = kBlockM * sizeof(float);  // one lse_log2 or dpsum slice
+  static constexpr uint32_t kTmaBytesQ = kBlockM * kHeadDim * sizeof(Element) + kRowStatBytes;
+  static constexpr uint32_t kTmaBytesdO = kBlockM * kHeadDimV * sizeof(Element) + kRowStatBytes;
+  static constexpr uint32_t kTmaBytesKV = kBlockN * (kHeadDim + kHeadDimV) * sizeof(Element);
+
+  using PipelineQ = TmaPipeline<kStages>;  // Q + lse_log2 slice; also used for dO + dpsum slice
+
+  struct SharedStorage {
+    alignas(1024) cute::array_aligned<Element, cute::cosize_v<SmemLayoutK>> k;
+    alignas(1024) cute::array_aligned<Element, cute::cosize_v<SmemLayoutV>> v;
+    alignas(1024) cute::array_aligned<Element, cute::cosize_v<SmemLayoutQ>> q;
+    alignas(1024) cute::array_aligned<Element, cute::cosize_v<SmemLayoutdO>> dout;
+    alignas(1024) cute::array_aligned<Element, cute::cosize_v<SmemLayoutdSt>> ds;
+    alignas(16) float lse_log2[kStages][kBlockM];
+    alignas(16) float dpsum[kStages][kBlockM];
+    typename PipelineQ::SharedStorage pipeline_q;
+    typename PipelineQ::SharedStorage pipeline_do;
+    uint64_t kv_full;  // transaction barrier: this CTA's K and V landed
+  };
+  static constexpr int kSharedStorageBytes = sizeof(SharedStorage);
+  static_assert(kSharedStorageBytes <= 227 * 1024, "tile config exceeds the 227 KB shared-memory limit");
+};
+
+}  // namespace flash3

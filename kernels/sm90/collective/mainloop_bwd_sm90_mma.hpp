@@ -1,0 +1,209 @@
+// Consumer side of the sm90 backward: the five GEMMs of one step (query block) for one consumer warpgroup, and the
+// fp32 dQ reduction into global memory. See bwd_kernel_traits_sm90.hpp for the math and the operand orientations.
+//
+// Order inside a step, chosen so the tensor cores always have queued work while the warpgroup does element-wise math:
+//   issue S^T, issue dP^T | wait S^T, exp2 -> P^T (dP^T still running) | wait dP^T, dS^T |
+//   issue dV += P^T dO | store dS^T to shared memory (dV running) | issue dK += dS^T Q |
+//   both warpgroups' dS^T visible -> issue dQ = dS K | wait all, release Q/dO, add dQ into the fp32 accumulator.
+#pragma once
+
+#include <cute/tensor.hpp>
+#include <cutlass/arch/barrier.h>
+
+#include "kernels/common/bwd_params.hpp"
+#include "kernels/common/layout_utils.hpp"
+#include "kernels/common/mask.hpp"
+#include "kernels/common/named_barriers.hpp"
+#include "kernels/common/softmax.hpp"
+#include "kernels/sm90/bwd_kernel_traits_sm90.hpp"
+#include "kernels/sm90/wgmma_gemm.hpp"
+
+namespace flash3 {
+
+// Deterministic mode: dQ of a query block is summed over key blocks in ascending order, one CTA at a time. A CTA
+// waits until `ticket` key blocks before it have added theirs, adds, then passes the turn on. CTAs of lower key
+// blocks have lower block indices and start earlier, so the wait always ends.
+CUTLASS_DEVICE void wait_dq_turn(int32_t const* semaphore, int ticket, bool is_leader, int num_threads) {
+  if (is_leader) {
+    int32_t seen;
+    do {
+      asm volatile("ld.acquire.gpu.global.s32 %0, [%1];" : "=r"(seen) : "l"(semaphore) : "memory");
+    } while (seen != ticket);
+  }
+  named_barrier_sync(num_threads, FwdNamedBarrier::kBwdDqTurn);
+}
+CUTLASS_DEVICE void pass_dq_turn(int32_t* semaphore, bool is_leader, int num_threads) {
+  __threadfence();  // every thread's dQ additions are performed before the turn moves on
+  named_barrier_sync(num_threads, FwdNamedBarrier::kBwdDqTurn);
+  if (is_leader) { atomicAdd(semaphore, 1); }
+}
+
+template <class Traits>
+struct MainloopBwdSm90Mma {
+  using Element = typename Traits::Element;
+  using PipelineQ = typename Traits::PipelineQ;
+  using State = PipelineState<Traits::kStages>;
+  using TileShapeSt = cute::Shape<typename Traits::BlockN, typename Traits::BlockM>;  // (keys, queries)
+  using TileShapedQ = cute::Shape<typename Traits::BlockM, typename Traits::HeadDim>;
+
+  template <class Params, class Work, class TensordK, class TensordV>
+  CUTLASS_DEVICE static void compute_cta(Params const& params, typename Traits::SharedStorage& smem,
+                                         PipelineQ const& pipeline_q, PipelineQ const& pipeline_do,
+                                         int mma_thread_idx, Work const& work, TensordK& tdKrdK, TensordV& tdVrdV) {
+    using namespace cute;
+    BwdParams const& p = params.bwd;
+    bool const is_wg_leader = (threadIdx.x % cutlass::NumThreadsPerWarpGroup) == 0;
+    bool const is_consumer_leader = mma_thread_idx == 0;
+
+    Tensor sK = make_tensor(make_smem_ptr(smem.k.data()), typename Traits::SmemLayoutK{})(_, _, _0{});
+    Tensor sKt = make_tensor(make_smem_ptr(smem.k.data()), typename Traits::SmemLayoutKt{})(_, _, _0{});
+    Tensor sV = make_tensor(make_smem_ptr(smem.v.data()), typename Traits::SmemLayoutV{})(_, _, _0{});
+    Tensor sQ = make_tensor(make_smem_ptr(smem.q.data()), typename Traits::SmemLayoutQ{});
+    Tensor sQt = make_tensor(make_smem_ptr(smem.q.data()), typename Traits::SmemLayoutQt{});
+    Tensor sdO = make_tensor(make_smem_ptr(smem.dout.data()), typename Traits::SmemLayoutdO{});
+    Tensor sdOt = make_tensor(make_smem_ptr(smem.dout.data()), typename Traits::SmemLayoutdOt{});
+    Tensor sdSt = make_tensor(make_smem_ptr(smem.ds.data()), typename Traits::SmemLayoutdSt{});
+    Tensor sdS = make_tensor(make_smem_ptr(smem.ds.data()), typename Traits::SmemLayoutdS{});
+
+    typename Traits::TiledMmaS mma_s;
+    typename Traits::TiledMmadP mma_dp;
+    typename Traits::TiledMmadV mma_dv;
+    typename Traits::TiledMmadK mma_dk;
+    typename Traits::TiledMmadQ mma_dq;
+    auto thr_s = mma_s.get_thread_slice(mma_thread_idx);
+    auto thr_dp = mma_dp.get_thread_slice(mma_thread_idx);
+    auto thr_dv = mma_dv.get_thread_slice(mma_thread_idx);
+    auto thr_dk = mma_dk.get_thread_slice(mma_thread_idx);
+    auto thr_dq = mma_dq.get_thread_slice(mma_thread_idx);
+
+    Tensor tSrK = thr_s.partition_fragment_A(sK);       // (MMA, MMA_M, MMA_K)
+    Tensor tSrQ = thr_s.partition_fragment_B(sQ);       // (MMA, MMA_N, MMA_K, PIPE)
+    Tensor tdPrV = thr_dp.partition_fragment_A(sV);
+    Tensor tdPrdO = thr_dp.partition_fragment_B(sdO);
+    Tensor tdVrdOt = thr_dv.partition_fragment_B(sdOt);  // (MMA, MMA_N, MMA_K, PIPE)
+    Tensor tdKrQt = thr_dk.partition_fragment_B(sQt);
+    Tensor tdQrdS = thr_dq.partition_fragment_A(sdS);    // (MMA, MMA_M, MMA_K, 2)
+    Tensor tdQrKt = thr_dq.partition_fragment_B(sKt);
+
+    Tensor tSrS = partition_fragment_C(mma_s, TileShapeSt{});  // S^T, then P^T (fp32)
+    Tensor tdPrdP = partition_fragment_C(mma_dp, TileShapeSt{});  // dP^T, then dS^T
+    Tensor tSrS_rc = make_tensor(tSrS.data(), accumulator_rowcol_layout(tSrS.layout()));
+    Tensor tdPrdP_rc = make_tensor(tdPrdP.data(), accumulator_rowcol_layout(tdPrdP.layout()));
+    Tensor tScS = thr_s.partition_C(make_identity_tensor(TileShapeSt{}));
+    Tensor tScS_rc = make_tensor(tScS.data(), accumulator_rowcol_layout(tScS.layout()));
+    Tensor tdQrdQ = partition_fragment_C(mma_dq, TileShapedQ{});
+    Tensor tdQcdQ = thr_dq.partition_C(make_identity_tensor(TileShapedQ{}));
+    Tensor tdQrdQ_rc = make_tensor(tdQrdQ.data(), accumulator_rowcol_layout(tdQrdQ.layout()));
+    Tensor tdQcdQ_rc = make_tensor(tdQcdQ.data(), accumulator_rowcol_layout(tdQcdQ.layout()));
+
+    // dS^T registers -> shared memory with stmatrix (8x8 16-bit tiles, 16 contiguous bytes per row: the queries).
+    auto r2s_ds = make_tiled_copy_C(Copy_Atom<SM90_U32x4_STSM_N, Element>{}, mma_s);
+    auto thr_r2s_ds = r2s_ds.get_thread_slice(mma_thread_idx);
+    Tensor tdSsdS = thr_r2s_ds.partition_D(sdSt);  // (CPY, CPY_M, CPY_N, 2)
+
+    float const scale_log2 = p.softmax_scale_log2;
+    constexpr int kScoresPerThread = decltype(size(tSrS))::value;
+
+    cutlass::arch::ClusterTransactionBarrier::wait(&smem.kv_full, 0);
+
+    State state;
+    int step = 0;
+    for (int g = 0; g < work.group; ++g) {
+      int const head = work.head_k * work.group + g;
+      int64_t const scratch_row = bwd_scratch_row(p, work.batch, head);
+      for (int m_block = work.m_begin; m_block < work.m_end; ++m_block, ++step) {
+        pipeline_q.consumer_wait(state);
+        wgmma_gemm<true>(mma_s, tSrK, tSrQ(_, _, _, state.index), tSrS);
+        pipeline_do.consumer_wait(state);
+        wgmma_gemm<true>(mma_dp, tdPrV, tdPrdO(_, _, _, state.index), tdPrdP);
+        warpgroup_wait<1>();  // S^T ready, dP^T still running
+
+        // Scores -> P^T = exp2(score * scale_log2 - lse_log2[query]). With softcap the score is tanh(s * a) and
+        // d score / d s carries the factor (1 - tanh^2), kept for dS below (finite even where the mask hits).
+        float softcap_grad[kHasSoftcapStorage<Traits>(kScoresPerThread)];
+        if constexpr (Traits::kHasSoftcap) {
+          CUTE_UNROLL
+          for (int i = 0; i < kScoresPerThread; ++i) {
+            float const t = fast_tanh(tSrS(i) * p.softcap_inv_scaled);
+            softcap_grad[i] = 1.f - t * t;
+            tSrS(i) = t;
+          }
+        }
+        if (work.mask.tile_needs_mask(m_block, work.n_block)) {
+          work.mask.apply_transposed(tSrS_rc, tScS_rc, m_block, work.n_block);
+        }
+        float const* lse_log2 = smem.lse_log2[state.index];
+        CUTE_UNROLL
+        for (int c = 0; c < size<1>(tSrS_rc); ++c) {
+          float const lse = lse_log2[int(get<1>(tScS_rc(0, c)))];
+          CUTE_UNROLL
+          for (int r = 0; r < size<0>(tSrS_rc); ++r) { tSrS_rc(r, c) = fast_exp2(tSrS_rc(r, c) * scale_log2 - lse); }
+        }
+        warpgroup_wait<0>();  // dP^T ready
+
+        float const* dpsum = smem.dpsum[state.index];
+        CUTE_UNROLL
+        for (int c = 0; c < size<1>(tdPrdP_rc); ++c) {
+          float const d = dpsum[int(get<1>(tScS_rc(0, c)))];
+          CUTE_UNROLL
+          for (int r = 0; r < size<0>(tdPrdP_rc); ++r) {
+            tdPrdP_rc(r, c) = tSrS_rc(r, c) * (tdPrdP_rc(r, c) - d);
+          }
+        }
+        if constexpr (Traits::kHasSoftcap) {
+          CUTE_UNROLL
+          for (int i = 0; i < kScoresPerThread; ++i) { tdPrdP(i) *= softcap_grad[i]; }
+        }
+
+        Tensor rP = convert_fragment<Element>(tSrS);
+        Tensor tdVrP = make_tensor(rP.data(), accumulator_as_a_operand_layout(rP.layout()));
+        wgmma_gemm<false>(mma_dv, tdVrP, tdVrdOt(_, _, _, state.index), tdVrdV);
+
+        Tensor rdS = convert_fragment<Element>(tdPrdP);
+        int const ds_buffer = step & 1;
+        copy(r2s_ds, thr_r2s_ds.retile_S(rdS), tdSsdS(_, _, _, ds_buffer));
+        Tensor tdKrdS = make_tensor(rdS.data(), accumulator_as_a_operand_layout(rdS.layout()));
+        wgmma_gemm<false>(mma_dk, tdKrdS, tdKrQt(_, _, _, state.index), tdKrdK);
+
+        // dQ = dS K needs both warpgroups' dS^T: make the generic-proxy stores visible to the WGMMA (async proxy),
+        // then meet. Double buffering dS means this one barrier per step also orders the next step's stores after
+        // the other warpgroup's dQ GEMM of the previous step (it waited for that GEMM before arriving here).
+        cutlass::arch::fence_view_async_shared();
+        named_barrier_sync(Traits::kNumMmaThreads, FwdNamedBarrier::kBwdDsReady);
+        wgmma_gemm<true>(mma_dq, tdQrdS(_, _, _, ds_buffer), tdQrKt, tdQrdQ);
+        warpgroup_wait<0>();
+        pipeline_q.consumer_release(state, is_wg_leader);
+        pipeline_do.consumer_release(state, is_wg_leader);
+        state.advance();
+
+        // dQ partial of this key block -> the fp32 accumulator (rows padded, columns = the compiled head dim).
+        int32_t* semaphore = p.dq_semaphore + scratch_row / Traits::kBlockM + m_block;
+        if (p.deterministic) {
+          int const ticket = work.n_block - work.mask.trips(m_block).n_begin;
+          wait_dq_turn(semaphore, ticket, is_consumer_leader, Traits::kNumMmaThreads);
+        }
+        float* dq_block = p.dq_accum + (scratch_row + int64_t(m_block) * Traits::kBlockM) * Traits::kHeadDim;
+        CUTE_UNROLL
+        for (int r = 0; r < size<0>(tdQrdQ_rc); ++r) {
+          int const row = int(get<0>(tdQcdQ_rc(r, 0)));
+          CUTE_UNROLL
+          for (int c = 0; c < size<1>(tdQrdQ_rc); c += 2) {
+            int const col = int(get<1>(tdQcdQ_rc(r, c)));
+            atomicAdd(reinterpret_cast<float2*>(dq_block + row * Traits::kHeadDim + col),
+                      make_float2(tdQrdQ_rc(r, c), tdQrdQ_rc(r, c + 1)));
+          }
+        }
+        if (p.deterministic) { pass_dq_turn(semaphore, is_consumer_leader, Traits::kNumMmaThreads); }
+      }
+    }
+  }
+
+ private:
+  // Size of the softcap derivative array: a zero-length array is not standard C++, so 1 when softcap is off.
+  template <class T>
+  static constexpr int kHasSoftcapStorage(int n) {
+    return T::kHasSoftcap ? n : 1;
+  }
+};
+
+}  // namespace flash3
