@@ -32,14 +32,14 @@ def forward_kernels():
     return out
 
 
-# The backward kernels (issue 4). Empty until kernels/sm90/bwd_launch_sm90.cuh exists.
-BACKWARD_DTYPES = []
+# The backward kernels (kernels/sm90/bwd_*): head dims up to 128 so far (dK and dV accumulators live in registers).
+BACKWARD_HEAD_DIMS = [(64, 64), (96, 96), (128, 128)]
 
 
 def backward_kernels():
     out = []
-    for dtype in BACKWARD_DTYPES:
-        for hdim in HEAD_DIMS:
+    for dtype in DTYPES:
+        for hdim in BACKWARD_HEAD_DIMS:
             for mask in MASKS:
                 for softcap in SOFTCAPS:
                     out.append(dict(arch="sm90", dir="bwd", dtype=dtype, hdim=hdim, mask=mask, softcap=softcap))
