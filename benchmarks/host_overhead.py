@@ -118,12 +118,59 @@ def main():
     for r in rows:
         print(f"| {r['case']} | {r['flash3_us']:.1f} | {r['sdpa_flash_us']:.1f} | {r['ratio']:.2f} | "
               f"{r['flash3_gpu_us']:.1f} | {r['sdpa_gpu_us']:.1f} | {r['max_abs_diff']:.1e} |")
+    breakdown = parts(torch, flash3, tensors, time_loop)
+    print("where flash3's inference call spends its host time (us/call, same loop):")
+    for name, us in breakdown.items():
+        print(f"  {name:58s} {us:7.1f}")
     worst = max(r["ratio"] for r in rows)
     print(f"target <= 1.5x SDPA flash: {'met' if worst <= 1.5 else 'NOT met'} (worst ratio {worst:.2f})")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump(dict(rows=rows, device=torch.cuda.get_device_name(), torch=torch.__version__), fh, indent=1)
+            json.dump(dict(rows=rows, breakdown=breakdown, device=torch.cuda.get_device_name(), torch=torch.__version__), fh, indent=1)
     return 0
+
+
+def parts(torch, flash3, tensors, time_loop):
+    """Times the pieces of one inference call separately (each in its own loop)."""
+    from flash3 import _lib, _ops
+
+    (q, k, v), _ = tensors(False)
+    lib = _lib.get()
+    args = (None, None, None, None, 0, 0, q.shape[-1] ** -0.5, True, -1, -1, 0.0, None, None, None, False)
+    out, lse = _ops.fwd_impl(q, k, v, *args)
+    ws = torch.empty(256, dtype=torch.uint8, device="cuda")
+    buf = _lib.new_params(causal=True, softmax_scale=q.shape[-1] ** -0.5,
+                          stream=torch.cuda.current_stream().cuda_stream)
+    for name, t in (("q", q), ("k", k), ("v", v), ("out", out), ("lse", lse)):
+        _ops._put(buf, name, t)
+    nbytes = lib.forward_workspace_size(buf)
+    _lib.set_workspace(buf, ws.data_ptr(), max(nbytes, 0))
+
+    def pack():
+        b = _lib.new_params(causal=True, softmax_scale=0.125)
+        for name, t in (("q", q), ("k", k), ("v", v)):
+            _ops._put_input(b, name, t)
+        _ops._put(b, "out", out)
+        _ops._put(b, "lse", lse)
+
+    res = {}
+    with torch.no_grad():
+        res["flash3.flash_attn_func (public API, eager fast path)"] = time_loop(
+            lambda: flash3.flash_attn_func(q, k, v, causal=True))
+        res["_ops.fwd_impl (no argument checks)"] = time_loop(lambda: _ops.fwd_impl(q, k, v, *args))
+        res["torch.ops.flash3.fwd (custom-op dispatch + fwd_impl)"] = time_loop(
+            lambda: torch.ops.flash3.fwd(q, k, v, *args))
+        res["libflash3 flash3_forward only (validate, plan, launch)"] = time_loop(lambda: lib.forward(buf))
+        res["libflash3 flash3_forward_workspace_size only"] = time_loop(lambda: lib.forward_workspace_size(buf))
+        res["python: params buffer + pack 5 tensors"] = time_loop(pack)
+        res["torch.empty x3 (out, lse, workspace)"] = time_loop(
+            lambda: (torch.empty(q.shape, dtype=q.dtype, device="cuda"),
+                     torch.empty((q.shape[0], q.shape[2], q.shape[1]), dtype=torch.float32, device="cuda"),
+                     torch.empty(256, dtype=torch.uint8, device="cuda")))
+        qg, kg, vg = (t.detach().requires_grad_(True) for t in (q, k, v))
+    res["training fwd: _Attention.apply (autograd.Function + fwd_impl)"] = time_loop(
+        lambda: _ops._Attention.apply(qg, kg, vg, *args))
+    return res
 
 
 if __name__ == "__main__":

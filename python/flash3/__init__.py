@@ -6,6 +6,12 @@ Each op is a torch.library custom op (flash3::fwd, flash3::bwd) with a fake impl
 so models using it work with torch.compile(fullgraph=True) and CUDA graphs. See docs/python.md.
 """
 __version__ = "0.1.0"
+__all__ = [
+    "flash_attn_func", "flash_attn_varlen_func", "flash_attn_qkvpacked_func", "flash_attn_with_kvcache",
+    "flash_attn_combine", "get_scheduler_metadata", "Flash3Error", "Flash3InvalidArgumentError",
+    "Flash3NotSupportedError", "Flash3NoDeviceError", "Flash3CudaError", "LibraryNotFoundError", "library_path",
+    "kernel_list",
+]
 
 from ._lib import (  # noqa: F401
     Flash3CudaError,

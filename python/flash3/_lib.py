@@ -185,6 +185,14 @@ _WORKSPACE_PACK = struct.Struct("<Qq")  # workspace, workspace_bytes (adjacent)
 assert _offset("workspace_bytes") == _WORKSPACE_OFFSET + 8
 
 
+_STREAM_OFFSET = _offset("stream")
+_PTR_PACK = struct.Struct("<Q")
+
+
+def set_stream(buf, stream):
+    _PTR_PACK.pack_into(buf, _STREAM_OFFSET, stream)
+
+
 def set_workspace(buf, ptr, nbytes):
     _WORKSPACE_PACK.pack_into(buf, _WORKSPACE_OFFSET, ptr, nbytes)
 

@@ -22,11 +22,45 @@ if hasattr(torch, "float8_e4m3fn"):
     _TORCH_DTYPES[torch.float8_e4m3fn] = _lib.DTYPE_FLOAT8_E4M3
 
 _pack_tensor = _lib.pack_tensor
+_TENSOR_PACK = _lib._TENSOR_PACK
+_OFFSETS = _lib._TENSOR_OFFSETS
+_ZEROS = (0,) * _lib.MAX_RANK
+# 16 bytes in elements, per dtype: flash3 reads q, k, v, out and dout with TMA, which needs 16-byte strides.
+_UNIT16 = {dt: 16 // torch.empty(0, dtype=dt).element_size() for dt in _TORCH_DTYPES}
 
 
 def _put(buf, field, t):
+    """Packs a tensor flash3 only writes (or an optional one, None = not given) into the params buffer."""
     if t is not None:
-        _pack_tensor(buf, field, t.data_ptr(), _TORCH_DTYPES[t.dtype], t.shape, t.stride())
+        shape = t.shape
+        pad = _ZEROS[len(shape):]
+        _TENSOR_PACK.pack_into(buf, _OFFSETS[field], t.data_ptr(), _TORCH_DTYPES[t.dtype], len(shape), *shape, *pad,
+                               *t.stride(), *pad)
+
+
+def _put_input(buf, field, t):
+    """Packs an input, first copying it when flash3 cannot read it in place (last dim not contiguous, a stride or
+    the start address not a multiple of 16 bytes: the library's own rule). Returns the tensor packed, which the
+    caller keeps alive until the launch is queued (a temporary freed earlier could be handed to a later
+    allocation of the same call)."""
+    strides = t.stride()
+    ptr = t.data_ptr()
+    unit = _UNIT16[t.dtype]
+    ok = strides[-1] == 1 and ptr % 16 == 0
+    if ok:
+        for st in strides[:-1]:
+            if st % unit:
+                ok = False
+                break
+    if not ok:
+        t = t.clone(memory_format=torch.contiguous_format)
+        strides = t.stride()
+        ptr = t.data_ptr()
+    shape = t.shape
+    pad = _ZEROS[len(shape):]
+    _TENSOR_PACK.pack_into(buf, _OFFSETS[field], ptr, _TORCH_DTYPES[t.dtype], len(shape), *shape, *pad, *strides,
+                           *pad)
+    return t
 
 
 def _ptr(t):
@@ -37,50 +71,56 @@ def _ptr(t):
 _arch_ok = {}
 
 
-def _check_device(device):
+def _check_arch(idx, device):
+    major, minor = torch.cuda.get_device_capability(idx)
+    reason = None
+    if (major, minor) != (9, 0):
+        reason = (f"flash3 runs on sm_90 GPUs (H100/H200) only; {device} is {torch.cuda.get_device_name(idx)} "
+                  f"(sm_{major}{minor})")
+    _arch_ok[idx] = reason
+    return reason
+
+
+def _device_index(device):
     idx = device.index
     if idx is None:
         idx = torch.cuda.current_device()
     reason = _arch_ok.get(idx, False)
     if reason is False:
-        major, minor = torch.cuda.get_device_capability(idx)
-        reason = None
-        if (major, minor) != (9, 0):
-            reason = (f"flash3 runs on sm_90 GPUs (H100/H200) only; {device} is "
-                      f"{torch.cuda.get_device_name(idx)} (sm_{major}{minor})")
-        _arch_ok[idx] = reason
+        reason = _check_arch(idx, device)
     if reason is not None:
         raise ValueError(reason)
     return idx
 
 
+_get_device = getattr(torch._C, "_cuda_getDevice", None) or torch.cuda.current_device
+_set_device = getattr(torch._C, "_cuda_setDevice", None) or torch.cuda.set_device
 if hasattr(torch._C, "_cuda_getCurrentRawStream"):
-    def _stream_ptr(idx):
-        return torch._C._cuda_getCurrentRawStream(idx)
+    _stream_ptr = torch._C._cuda_getCurrentRawStream
 else:  # pragma: no cover - older torch
     def _stream_ptr(idx):
         return torch.cuda.current_stream(idx).cuda_stream
 
 
-class _DeviceGuard:
-    """torch.cuda.device(idx), skipped when idx already is the current device (the common case, and cheaper)."""
-
-    __slots__ = ("idx", "prev")
-
-    def __init__(self, idx):
-        self.idx = idx
-        self.prev = None
-
-    def __enter__(self):
-        cur = torch.cuda.current_device()
-        if cur != self.idx:
-            self.prev = cur
-            torch.cuda.set_device(self.idx)
-
-    def __exit__(self, *exc):
-        if self.prev is not None:
-            torch.cuda.set_device(self.prev)
-        return False
+def _call(lib_fn, size_fn, buf, idx, device):
+    """Sets the stream, allocates the workspace flash3 asks for and calls lib_fn, with idx as the current CUDA
+    device (libflash3 launches on the current device, which must be the tensors' one)."""
+    prev = _get_device()
+    if prev != idx:
+        _set_device(idx)
+    try:
+        _lib.set_stream(buf, _stream_ptr(idx))
+        nbytes = size_fn(buf)
+        ws = None
+        if nbytes > 0:
+            # torch's caching allocator, on the current stream (capturable in a CUDA graph); flash3 zeroes what it
+            # needs itself.
+            ws = torch.empty(nbytes, dtype=torch.uint8, device=device)
+            _lib.set_workspace(buf, ws.data_ptr(), nbytes)
+        lib_fn(buf)
+    finally:
+        if prev != idx:
+            _set_device(prev)
 
 
 def _varlen_batch(cu_seqlens_q):
@@ -96,9 +136,12 @@ def _out_shapes(q, v, cu_seqlens_q):
     return (total_q, h, v.shape[-1]), (h, total_q)
 
 
+_HALF = (torch.float16, torch.bfloat16)
+
+
 def _out_dtype(q):
     # FP8 inputs give bf16 outputs (FA3's convention).
-    return torch.bfloat16 if q.dtype not in (torch.float16, torch.bfloat16) else q.dtype
+    return q.dtype if q.dtype in _HALF else torch.bfloat16
 
 
 # ---- forward ------------------------------------------------------------------------------------------------------
@@ -106,34 +149,26 @@ def _out_dtype(q):
 def fwd_impl(q, k, v, cu_seqlens_q, cu_seqlens_k, seqused_q, seqused_k, max_seqlen_q, max_seqlen_k, softmax_scale,
              causal, window_left, window_right, softcap, q_descale, k_descale, v_descale, deterministic):
     """The real forward (flash3::fwd's CUDA implementation, also called directly by the eager fast path)."""
-    idx = _check_device(q.device)
-    out_shape, lse_shape = _out_shapes(q, v, cu_seqlens_q)
-    out = torch.empty(out_shape, dtype=_out_dtype(q), device=q.device)
-    lse = torch.empty(lse_shape, dtype=torch.float32, device=q.device)
+    device = q.device
+    idx = _device_index(device)
     lib = _lib.get()
-    # Copies where flash3 cannot read a tensor in place; held in locals until the launch is queued (a temporary
-    # freed earlier could be handed to the workspace allocation below).
-    q, k, v = fix_layout(q), fix_layout(k), fix_layout(v)
-    with _DeviceGuard(idx):
-        buf = _lib.new_params(
-            cu_seqlens_q=_ptr(cu_seqlens_q), cu_seqlens_k=_ptr(cu_seqlens_k), seqused_q=_ptr(seqused_q),
-            seqused_k=_ptr(seqused_k), varlen_batch=_varlen_batch(cu_seqlens_q), max_seqlen_q=max_seqlen_q,
-            max_seqlen_k=max_seqlen_k, softmax_scale=softmax_scale, causal=causal, window_left=window_left,
-            window_right=window_right, softcap=softcap, deterministic=False, stream=_stream_ptr(idx))
-        _put(buf, "q", q)
-        _put(buf, "k", k)
-        _put(buf, "v", v)
-        _put(buf, "out", out)
-        _put(buf, "lse", lse)
+    out_shape, lse_shape = _out_shapes(q, v, cu_seqlens_q)
+    out = torch.empty(out_shape, dtype=_out_dtype(q), device=device)
+    lse = torch.empty(lse_shape, dtype=torch.float32, device=device)
+    buf = _lib.new_params(
+        cu_seqlens_q=_ptr(cu_seqlens_q), cu_seqlens_k=_ptr(cu_seqlens_k), seqused_q=_ptr(seqused_q),
+        seqused_k=_ptr(seqused_k), varlen_batch=_varlen_batch(cu_seqlens_q), max_seqlen_q=max_seqlen_q,
+        max_seqlen_k=max_seqlen_k, softmax_scale=softmax_scale, causal=causal, window_left=window_left,
+        window_right=window_right, softcap=softcap, deterministic=False)
+    kept = (_put_input(buf, "q", q), _put_input(buf, "k", k), _put_input(buf, "v", v))
+    _put(buf, "out", out)
+    _put(buf, "lse", lse)
+    if q_descale is not None or k_descale is not None or v_descale is not None:
         _put(buf, "q_descale", q_descale)
         _put(buf, "k_descale", k_descale)
         _put(buf, "v_descale", v_descale)
-        nbytes = lib.forward_workspace_size(buf)
-        if nbytes > 0:
-            # Allocated by torch's caching allocator on the current stream (capturable); flash3 zeroes what it uses.
-            ws = torch.empty(nbytes, dtype=torch.uint8, device=q.device)
-            _lib.set_workspace(buf, ws.data_ptr(), nbytes)
-        lib.forward(buf)
+    _call(lib.forward, lib.forward_workspace_size, buf, idx, device)
+    del kept
     return out, lse
 
 
@@ -163,33 +198,25 @@ def _fwd_fake(q, k, v, cu_seqlens_q, cu_seqlens_k, seqused_q, seqused_k, max_seq
 def bwd_impl(dout, q, k, v, out, softmax_lse, cu_seqlens_q, cu_seqlens_k, seqused_q, seqused_k, max_seqlen_q,
              max_seqlen_k, softmax_scale, causal, window_left, window_right, softcap, deterministic):
     """The real backward (flash3::bwd's CUDA implementation, also called directly by the eager fast path)."""
-    idx = _check_device(q.device)
-    dq = torch.empty(q.shape, dtype=q.dtype, device=q.device)
-    dk = torch.empty(k.shape, dtype=k.dtype, device=k.device)
-    dv = torch.empty(v.shape, dtype=v.dtype, device=v.device)
+    device = q.device
+    idx = _device_index(device)
     lib = _lib.get()
-    q, k, v, out, dout = fix_layout(q), fix_layout(k), fix_layout(v), fix_layout(out), fix_layout(dout)
-    with _DeviceGuard(idx):
-        buf = _lib.new_params(
-            cu_seqlens_q=_ptr(cu_seqlens_q), cu_seqlens_k=_ptr(cu_seqlens_k), seqused_q=_ptr(seqused_q),
-            seqused_k=_ptr(seqused_k), varlen_batch=_varlen_batch(cu_seqlens_q), max_seqlen_q=max_seqlen_q,
-            max_seqlen_k=max_seqlen_k, softmax_scale=softmax_scale, causal=causal, window_left=window_left,
-            window_right=window_right, softcap=softcap, deterministic=deterministic, stream=_stream_ptr(idx))
-        _put(buf, "q", q)
-        _put(buf, "k", k)
-        _put(buf, "v", v)
-        _put(buf, "out", out)
-        _put(buf, "lse", softmax_lse)
-        _put(buf, "dout", dout)
-        _put(buf, "dq", dq)
-        _put(buf, "dk", dk)
-        _put(buf, "dv", dv)
-        nbytes = lib.backward_workspace_size(buf)
-        if nbytes > 0:
-            # Not zeroed here: the C ABI (like the forward's) asks only for nbytes of device scratch.
-            ws = torch.empty(nbytes, dtype=torch.uint8, device=q.device)
-            _lib.set_workspace(buf, ws.data_ptr(), nbytes)
-        lib.backward(buf)
+    dq = torch.empty(q.shape, dtype=q.dtype, device=device)
+    dk = torch.empty(k.shape, dtype=k.dtype, device=device)
+    dv = torch.empty(v.shape, dtype=v.dtype, device=device)
+    buf = _lib.new_params(
+        cu_seqlens_q=_ptr(cu_seqlens_q), cu_seqlens_k=_ptr(cu_seqlens_k), seqused_q=_ptr(seqused_q),
+        seqused_k=_ptr(seqused_k), varlen_batch=_varlen_batch(cu_seqlens_q), max_seqlen_q=max_seqlen_q,
+        max_seqlen_k=max_seqlen_k, softmax_scale=softmax_scale, causal=causal, window_left=window_left,
+        window_right=window_right, softcap=softcap, deterministic=deterministic)
+    kept = [_put_input(buf, name, t) for name, t in (("q", q), ("k", k), ("v", v), ("out", out), ("dout", dout))]
+    _put(buf, "lse", softmax_lse)
+    _put(buf, "dq", dq)
+    _put(buf, "dk", dk)
+    _put(buf, "dv", dv)
+    # The workspace is not zeroed here: the C ABI asks only for that many bytes of device scratch.
+    _call(lib.backward, lib.backward_workspace_size, buf, idx, device)
+    del kept
     return dq, dk, dv
 
 
@@ -209,25 +236,6 @@ def _bwd_fake(dout, q, k, v, out, softmax_lse, cu_seqlens_q, cu_seqlens_k, sequs
     return torch.empty_like(q, memory_format=torch.contiguous_format), \
         torch.empty_like(k, memory_format=torch.contiguous_format), \
         torch.empty_like(v, memory_format=torch.contiguous_format)
-
-
-# ---- layouts ------------------------------------------------------------------------------------------------------
-
-def needs_copy(t):
-    """True when flash3 cannot read t in place: last dim not contiguous, or (TMA) a stride or the start address that
-    is not a multiple of 16 bytes. Called inside the real implementations only (they are opaque to torch.compile),
-    so the check may read the data pointer."""
-    if t.stride(-1) != 1 and t.shape[-1] != 1:
-        return True
-    unit = 16 // t.element_size()
-    for i in range(t.dim() - 1):
-        if t.shape[i] != 1 and t.stride(i) % unit != 0:
-            return True
-    return t.data_ptr() % 16 != 0
-
-
-def fix_layout(t):
-    return t.contiguous() if t is not None and needs_copy(t) else t
 
 
 # ---- autograd -----------------------------------------------------------------------------------------------------

@@ -107,19 +107,28 @@ def test_autograd_wiring_calls_bwd_op():
     assert q.grad.shape == q.shape and k.grad.shape == k.shape and v.grad.shape == v.shape
 
 
-def test_fix_layout_copies_only_when_needed():
-    from flash3._ops import needs_copy
+def test_inputs_copied_only_when_flash3_cannot_read_them():
+    """The library's layout rule (last stride 1; other strides and the start address multiples of 16 bytes): a
+    tensor that meets it is packed in place, one that does not is copied to a contiguous tensor first."""
+    from flash3 import _lib, _ops
 
-    x = torch.empty(2, 16, 4, 64, dtype=BF16)
-    assert not needs_copy(x)
-    assert needs_copy(x.transpose(1, 3))  # last dim not contiguous
-    assert not needs_copy(x.transpose(1, 2))  # (b, h, s, d) -> (b, s, h, d) views are fine
-    y = torch.empty(2, 16, 4, 72, dtype=BF16)[..., :64]  # row stride 72 elements = 144 bytes: fine
-    assert not needs_copy(y)
-    z = torch.empty(2, 16, 4, 68, dtype=BF16)[..., :64]  # 136 bytes: not a multiple of 16
-    assert needs_copy(z)
-    w = torch.empty(1000, dtype=BF16)[4:4 + 2 * 64].view(2, 1, 1, 64)  # start offset 8 bytes
-    assert needs_copy(w)
+    def packed(t):
+        buf = _lib.new_params()
+        got = _ops._put_input(buf, "q", t)
+        p = _lib.Params.from_buffer(buf)
+        assert p.q.data == got.data_ptr() and p.q.rank == t.dim()
+        assert list(p.q.stride)[:t.dim()] == list(got.stride())
+        return got is t
+
+    x = torch.randn(2, 16, 4, 64).to(BF16)
+    assert packed(x)
+    assert not packed(x.transpose(1, 3))  # last dim not contiguous
+    assert packed(x.transpose(1, 2))  # (b, h, s, d) storage viewed as (b, s, h, d): fine
+    assert packed(torch.empty(2, 16, 4, 72, dtype=BF16)[..., :64])  # row stride 144 bytes
+    assert not packed(torch.empty(2, 16, 4, 68, dtype=BF16)[..., :64])  # 136 bytes
+    assert not packed(torch.empty(1000, dtype=BF16)[4:4 + 2 * 64].view(2, 1, 1, 64))  # starts 8 bytes in
+    copy = _ops._put_input(_lib.new_params(), "q", x.transpose(1, 3))
+    assert copy.is_contiguous() and torch.equal(copy, x.transpose(1, 3))
 
 
 # ---- errors before any launch ---------------------------------------------------------------------------------------

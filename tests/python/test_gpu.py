@@ -59,8 +59,10 @@ def gen(seed=0):
     return torch.Generator(device=DEV).manual_seed(seed)
 
 
-def run_and_check(b, sq, sk, h, hk, d, dtype, causal=False, window=(-1, -1), softcap=0.0, grads=True, seed=0,
+def run_and_check(b, sq, sk, h, hk, d, dtype, causal=False, window=(-1, -1), softcap=0.0, part="fwd", seed=0,
                   scale=1.0, softmax_scale=None):
+    """part "fwd": out and lse against the reference; "grad": also dq, dk, dv (skipped while no backward)."""
+    grads = part == "grad"
     g = gen(seed)
     q = make((b, sq, h, d), dtype, g, scale, grad=grads)
     k = make((b, sk, hk, d), dtype, g, scale, grad=grads)
@@ -94,37 +96,43 @@ def run_and_check(b, sq, sk, h, hk, d, dtype, causal=False, window=(-1, -1), sof
 @pytest.mark.parametrize("d", HDIMS)
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 @pytest.mark.parametrize("b,sq,sk", [(1, 1, 1), (2, 113, 203), (2, 256, 256), (1, 517, 97), (1, 1023, 1023)])
-def test_attention(dtype, d, causal, b, sq, sk):
-    run_and_check(b, sq, sk, 4, 4, d, dtype, causal=causal, seed=sq * 7 + sk)
+@pytest.mark.parametrize("part", ["fwd", "grad"])
+def test_attention(part, dtype, d, causal, b, sq, sk):
+    run_and_check(b, sq, sk, 4, 4, d, dtype, causal=causal, seed=sq * 7 + sk, part=part)
 
 
 @pytest.mark.parametrize("window,causal", [((3, 0), False), ((16, 16), False), ((-1, 5), False), ((0, 0), False),
                                            ((32, -1), True), ((64, 0), True)])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_window(window, causal, dtype):
-    run_and_check(2, 200, 300, 4, 2, 128, dtype, causal=causal, window=window)
+@pytest.mark.parametrize("part", ["fwd", "grad"])
+def test_window(part, window, causal, dtype):
+    run_and_check(2, 200, 300, 4, 2, 128, dtype, causal=causal, window=window, part=part)
 
 
 @pytest.mark.parametrize("softcap", [2.0, 30.0])
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
-def test_softcap(softcap, causal):
+@pytest.mark.parametrize("part", ["fwd", "grad"])
+def test_softcap(part, softcap, causal):
     # Larger inputs so that the cap matters (scores beyond softcap are squashed).
-    run_and_check(2, 150, 180, 4, 4, 128, torch.bfloat16, causal=causal, softcap=softcap, scale=3.0)
+    run_and_check(2, 150, 180, 4, 4, 128, torch.bfloat16, causal=causal, softcap=softcap, scale=3.0, part=part)
 
 
 @pytest.mark.parametrize("h,hk", [(8, 1), (8, 2), (6, 3)])
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
-def test_gqa(h, hk, causal):
-    run_and_check(2, 130, 257, h, hk, 64, torch.float16, causal=causal)
+@pytest.mark.parametrize("part", ["fwd", "grad"])
+def test_gqa(part, h, hk, causal):
+    run_and_check(2, 130, 257, h, hk, 64, torch.float16, causal=causal, part=part)
 
 
-def test_softmax_scale():
-    run_and_check(1, 64, 64, 2, 2, 128, torch.bfloat16, softmax_scale=0.3)
+@pytest.mark.parametrize("part", ["fwd", "grad"])
+def test_softmax_scale(part):
+    run_and_check(1, 64, 64, 2, 2, 128, torch.bfloat16, softmax_scale=0.3, part=part)
 
 
-def test_causal_rows_without_keys():
+@pytest.mark.parametrize("part", ["fwd", "grad"])
+def test_causal_rows_without_keys(part):
     """seqlen_q > seqlen_k with causal: the first sq - sk rows see nothing -> out 0, lse -inf."""
-    run_and_check(1, 100, 40, 2, 2, 64, torch.bfloat16, causal=True)
+    run_and_check(1, 100, 40, 2, 2, 64, torch.bfloat16, causal=True, part=part)
 
 
 def test_noncontiguous_and_unaligned_inputs():
@@ -144,7 +152,8 @@ def test_noncontiguous_and_unaligned_inputs():
 
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 @pytest.mark.parametrize("seqused", [False, True], ids=["all", "seqused"])
-def test_varlen(causal, seqused):
+@pytest.mark.parametrize("part", ["fwd", "grad"])
+def test_varlen(part, causal, seqused):
     dtype, h, hk, d = torch.bfloat16, 4, 2, 128
     g = gen(11)
     lens_q = [17, 0, 130, 1, 64, 0]
@@ -170,8 +179,10 @@ def test_varlen(causal, seqused):
         rows[start:start + (n if used_q is None else int(used_q[i]))] = True
     check_close("out", out, ref, low, valid=rows.view(-1, 1, 1))
     check_lse("lse", lse, ref_lse, valid=rows.view(1, -1))
+    if part == "fwd":
+        return
     if seqused:
-        return  # the gradient of unused rows is not defined by the API
+        pytest.skip("gradients with seqused: rows past seqused are not defined by the API, so not compared")
     dout = torch.randn_like(out)
     dq, dk, dv = backward_or_skip(lambda: torch.autograd.grad(out, (q, k, v), dout))
     rq, rk, rv = torch.autograd.grad(ref, (q, k, v), dout)
@@ -183,7 +194,8 @@ def test_varlen(causal, seqused):
 # ---- packed qkv ---------------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("layout", ["5d", "4d-gqa"])
-def test_qkvpacked(layout):
+@pytest.mark.parametrize("part", ["fwd", "grad"])
+def test_qkvpacked(part, layout):
     g = gen(5)
     if layout == "5d":
         qkv = make((2, 150, 3, 4, 64), torch.bfloat16, g, grad=True)
@@ -198,6 +210,8 @@ def test_qkvpacked(layout):
     ref, _ = reference(q, k, v, causal=True)
     low, _ = reference(q, k, v, causal=True, upcast=False)
     check_close("out", out, ref, low)
+    if part == "fwd":
+        return
     dout = torch.randn_like(out)
     (dqkv,) = backward_or_skip(lambda: torch.autograd.grad(out, (qkv,), dout))
     (rqkv,) = torch.autograd.grad(ref, (qkv,), dout)
@@ -245,21 +259,28 @@ class Block(torch.nn.Module):
 
 
 @pytest.mark.parametrize("backend", ["inductor", "aot_eager"])
-def test_compile_fullgraph(backend):
+@pytest.mark.parametrize("part", ["fwd", "grad"])
+def test_compile_fullgraph(part, backend):
+    """torch.compile(fullgraph=True) of a block that calls flash3 (a graph break would raise): inference ("fwd"),
+    or a training step through the compiled forward and backward graphs ("grad")."""
     torch._dynamo.reset()
     torch.manual_seed(0)
     m = Block().to(DEV, torch.bfloat16)
     x = torch.randn(2, 128, 256, device=DEV, dtype=torch.bfloat16)
-    with kernel_or_skip():
+    with kernel_or_skip(), torch.no_grad():
         eager = m(x)
     cm = torch.compile(m, fullgraph=True, backend=backend)
-    with torch.no_grad():
-        compiled = cm(x)
-    torch.testing.assert_close(compiled, eager.detach(), atol=2e-2, rtol=2e-2)
-    # Training step through the compiled graph (fwd + bwd ops); skipped while the backward is not built.
+    if part == "fwd":
+        with torch.no_grad():
+            compiled = cm(x)
+        torch.testing.assert_close(compiled, eager, atol=2e-2, rtol=2e-2)
+        return
     xg = x.clone().requires_grad_(True)
     backward_or_skip(lambda: cm(xg).float().pow(2).mean().backward())
-    assert xg.grad is not None and torch.isfinite(xg.grad).all()
+    xe = x.clone().requires_grad_(True)
+    m.zero_grad()
+    m(xe).float().pow(2).mean().backward()
+    torch.testing.assert_close(xg.grad, xe.grad, atol=2e-2, rtol=2e-2)
 
 
 def test_cuda_graph_capture_and_replay():
@@ -395,7 +416,8 @@ def test_visible_mask_semantics():
     assert m.tolist() == [[True, True, True, True, False], [True, True, True, True, True]]
 
 
-def test_eager_fast_path_matches_custom_op(monkeypatch):
+@pytest.mark.parametrize("part", ["fwd", "grad"])
+def test_eager_fast_path_matches_custom_op(part, monkeypatch):
     """The eager fast path (no dispatcher) and the torch.library op give bitwise the same results."""
     from flash3 import _ops
 
@@ -406,8 +428,10 @@ def test_eager_fast_path_matches_custom_op(monkeypatch):
     assert type(fast[0].grad_fn).__name__.startswith("_Attention")
     monkeypatch.setattr(_ops, "FAST_PATH", False)
     slow = flash3.flash_attn_func(q, k, v, causal=True, deterministic=True, return_attn_probs=True)
-    assert "flash3" in type(slow[0].grad_fn).__name__.lower() or slow[0].grad_fn is not None
+    assert not type(slow[0].grad_fn).__name__.startswith("_Attention")
     assert torch.equal(fast[0], slow[0]) and torch.equal(fast[1], slow[1])
+    if part == "fwd":
+        return
     dout = torch.randn_like(fast[0])
     g_fast = backward_or_skip(lambda: torch.autograd.grad(fast[0], (q, k, v), dout))
     g_slow = torch.autograd.grad(slow[0], (q, k, v), dout)
