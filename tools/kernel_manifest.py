@@ -3,7 +3,7 @@
 One entry per generated file (one kernel per file, so file count equals build cost). Runtime flags that cost nothing
 in the steady-state loop (varlen, seqused, GQA ratio, causal vs. window, odd sizes) stay runtime parameters; only
 what changes the hot loop or the tile shape is a compile-time variant:
-  dtype    fp16 | bf16           (element type of q, k, v, out)
+  dtype    fp16 | bf16 | e4m3    (element type of q, k, v; out too except e4m3, whose out is bf16 or fp16)
   hdim     (d, dv)               compiled head dims; smaller d that are multiples of 8 round up to the next one
   mask     none | local          local covers causal, sliding window and causal+window (masked trips only)
   softcap  0 | 1                 tanh softcapping in the score path
@@ -46,8 +46,22 @@ def backward_kernels():
     return out
 
 
+# The FP8 (e4m3) forward (issue 5): inputs e4m3, output bf16 or fp16 chosen at run time (one kernel for both).
+# Tiles are mask-independent (kernels/sm90/fp8_fwd_traits_sm90.hpp), so the block-quantisation granularity depends
+# on the head dim alone.
+FP8_HEAD_DIMS = [(64, 64), (128, 128), (256, 256)]
+
+
+def fp8_forward_kernels():
+    out = []
+    for hdim in FP8_HEAD_DIMS:
+        for mask in MASKS:
+            out.append(dict(arch="sm90", dir="fwd", dtype="e4m3", hdim=hdim, mask=mask, softcap=0))
+    return out
+
+
 def all_kernels():
-    return forward_kernels() + backward_kernels()
+    return forward_kernels() + backward_kernels() + fp8_forward_kernels()
 
 
 def _field_str(k, field):

@@ -88,6 +88,25 @@ flash3_status flash3_backward_workspace_size(const flash3_attention_params* para
 flash3_status flash3_validate_forward(const flash3_attention_params* params, int32_t arch);
 flash3_status flash3_validate_backward(const flash3_attention_params* params, int32_t arch);
 
+/* ---- FP8 forward with block quantisation and incoherent processing (include/flash3/fp8.hpp) ----
+ * flash3_forward with e4m3 q, k, v runs the FP8 kernel directly (descales as in flash3/fp8.hpp). flash3_fp8_forward
+ * takes fp16/bf16 q, k, v (batch mode, head_dim == head_dim_v in {64, 128, 256}), quantises them into the workspace
+ * (optionally after the random Hadamard transform of q and k) and runs the FP8 kernel; out has q's dtype. */
+typedef struct flash3_fp8_options {
+  size_t struct_size;            /* sizeof(flash3_fp8_options) */
+  int32_t block_quantization;    /* 0 or 1: one scale per block of rows (else per tensor) */
+  int32_t incoherent_processing; /* 0 or 1: random-sign Hadamard transform of q and k */
+  uint64_t seed;                 /* seed of the random signs */
+} flash3_fp8_options;
+
+/* Defaults: block quantisation and incoherent processing on, seed 0. */
+void flash3_fp8_options_init(flash3_fp8_options* options);
+flash3_status flash3_fp8_forward(const flash3_attention_params* params, const flash3_fp8_options* options);
+flash3_status flash3_fp8_forward_workspace_size(const flash3_attention_params* params,
+                                                const flash3_fp8_options* options, int64_t* bytes);
+/* Rows per block-quantisation scale of the FP8 kernel for head_dim: block_m (queries), block_n (keys). */
+flash3_status flash3_fp8_block_shape(int32_t head_dim, int32_t* block_m, int32_t* block_n);
+
 /* Message of the last failed call on this thread ("" if no call on this thread has failed yet). errno-like: a
  * successful call leaves it unchanged, so read it only after a call returned something other than SUCCESS. The
  * pointer stays valid until the next failing call on this thread. */

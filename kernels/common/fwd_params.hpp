@@ -6,6 +6,16 @@
 
 namespace flash3 {
 
+// An FP8 descale factor (fp32, > 0) per (batch, head, row block): the factor of (b, head, blk) is
+// ptr[b * batch_stride + (head / head_group) * head_stride + blk * block_stride]; ptr == null means 1.
+// FA3's per-(batch, kv head) descales: block_stride = 0 and, for q, head_group = num_heads / num_heads_k. Per-block
+// (block quantisation): block_stride != 0, one factor per kernel tile of rows (kBlockM for q, kBlockN for k and v).
+struct Fp8Descale {
+  const float* ptr;
+  int64_t batch_stride, head_stride, block_stride;
+  int32_t head_group;
+};
+
 struct FwdParams {
   const void* q;  // (b, sq, h, d) or varlen (tq, h, d)
   const void* k;  // (b, sk, hk, d) or varlen (tk, hk, d)
@@ -47,6 +57,10 @@ struct FwdParams {
 
   int32_t num_sms;         // persistent grid size
   int32_t* tile_counter;   // dynamic scheduler counter in the workspace (zeroed by the launcher), or null
+
+  // ---- FP8 (e4m3) forward only (kernels/sm90/fp8_*); ignored by the fp16/bf16 kernels ----
+  Fp8Descale q_descale, k_descale, v_descale;
+  int32_t out_is_fp16;  // output element type of the FP8 kernels: 0 = bf16, 1 = fp16
 };
 
 }  // namespace flash3

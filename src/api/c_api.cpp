@@ -8,6 +8,7 @@
 #include <string>
 
 #include "flash3/flash3.hpp"
+#include "flash3/fp8.hpp"
 
 using flash3::DType;
 using flash3::Error;
@@ -234,6 +235,71 @@ flash3_status flash3_validate_forward(const flash3_attention_params* params, int
 flash3_status flash3_validate_backward(const flash3_attention_params* params, int32_t arch) {
   static const char* const fn = "flash3_validate_backward";
   return guarded(fn, [&] { flash3::validate_backward(to_backward_args(fn, params), arch); });
+}
+
+// ---- FP8 (flash3/fp8.hpp) ----
+
+void flash3_fp8_options_init(flash3_fp8_options* options) {
+  if (options == nullptr) return;
+  *options = flash3_fp8_options{};
+  options->struct_size = sizeof(flash3_fp8_options);
+  options->block_quantization = 1;
+  options->incoherent_processing = 1;
+}
+
+}  // extern "C"
+
+namespace {
+flash3::Fp8ForwardArgs to_fp8_args(const char* fn, const flash3_attention_params* p, const flash3_fp8_options* o) {
+  const flash3::ForwardArgs f = to_forward_args(fn, p);
+  if (f.varlen.enabled()) throw Error(Status::kNotSupported, std::string(fn) + ": varlen is not supported");
+  if (f.q_descale.defined() || f.k_descale.defined() || f.v_descale.defined())
+    fail(fn, "params->q_descale/k_descale/v_descale must not be given (the quantise step computes them)");
+  if (o == nullptr) fail(fn, "options is NULL (use flash3_fp8_options_init)");
+  if (o->struct_size < sizeof(flash3_fp8_options))
+    fail(fn, "options->struct_size = " + std::to_string(o->struct_size) + ", expected " +
+                 std::to_string(sizeof(flash3_fp8_options)));
+  flash3::Fp8ForwardArgs a;
+  a.q = f.q;
+  a.k = f.k;
+  a.v = f.v;
+  a.out = f.out;
+  a.lse = f.lse;
+  a.options = f.options;
+  a.workspace = f.workspace;
+  a.workspace_bytes = f.workspace_bytes;
+  a.fp8.block_quantization = to_bool(fn, o->block_quantization, "block_quantization");
+  a.fp8.incoherent_processing = to_bool(fn, o->incoherent_processing, "incoherent_processing");
+  a.fp8.seed = o->seed;
+  return a;
+}
+}  // namespace
+
+extern "C" {
+
+flash3_status flash3_fp8_forward(const flash3_attention_params* params, const flash3_fp8_options* options) {
+  static const char* const fn = "flash3_fp8_forward";
+  return guarded(fn, [&] { flash3::fp8_forward(to_fp8_args(fn, params, options)); });
+}
+
+flash3_status flash3_fp8_forward_workspace_size(const flash3_attention_params* params,
+                                                const flash3_fp8_options* options, int64_t* bytes) {
+  static const char* const fn = "flash3_fp8_forward_workspace_size";
+  return guarded(fn, [&] {
+    check_bytes_out(fn, bytes);
+    const int64_t n = flash3::fp8_forward_workspace_size(to_fp8_args(fn, params, options));
+    *bytes = n;
+  });
+}
+
+flash3_status flash3_fp8_block_shape(int32_t head_dim, int32_t* block_m, int32_t* block_n) {
+  static const char* const fn = "flash3_fp8_block_shape";
+  return guarded(fn, [&] {
+    if (block_m == nullptr || block_n == nullptr) fail(fn, "block_m and block_n must not be NULL");
+    const flash3::Fp8BlockShape b = flash3::fp8_block_shape(head_dim);
+    *block_m = b.block_m;
+    *block_n = b.block_n;
+  });
 }
 
 const char* flash3_last_error(void) {

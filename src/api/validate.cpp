@@ -295,13 +295,21 @@ void check_host(const Problem& p, const Checker& c) {
 
   // dtypes: q decides; k, v, out and the gradients must match it; lse is fp32.
   const DType dt = p.q->dtype;
-  if (dt == DType::kFloat8E4M3)
-    c.fail(Status::kNotSupported, "q.dtype = ", dtype_str(dt), ": ",
-           p.backward ? "FP8 backward is not supported" : "FP8 forward is not built yet");
-  if (dt != DType::kFloat16 && dt != DType::kBFloat16)
-    c.fail(Status::kInvalidArgument, "q.dtype = ", dtype_str(dt), ", expected float16 or bfloat16");
+  const bool fp8 = dt == DType::kFloat8E4M3;
+  if (fp8 && p.backward)
+    c.fail(Status::kNotSupported, "q.dtype = ", dtype_str(dt), ": FP8 backward is not supported");
+  if (dt != DType::kFloat16 && dt != DType::kBFloat16 && !fp8)
+    c.fail(Status::kInvalidArgument, "q.dtype = ", dtype_str(dt),
+           ", expected float16 or bfloat16 (or float8_e4m3 for the FP8 forward)");
   for (int i = 1; i < n; ++i) {
     const Slot& s = slots[i];
+    // FP8 forward: q, k, v are e4m3, out is bf16 or fp16 (e4m3 out is not offered).
+    if (fp8 && std::strcmp(s.name, "out") == 0) {
+      if (s.t->dtype != DType::kBFloat16 && s.t->dtype != DType::kFloat16)
+        c.fail(Status::kInvalidArgument, "out.dtype = ", dtype_str(s.t->dtype),
+               ", expected bfloat16 or float16 (the output of an FP8 forward)");
+      continue;
+    }
     const DType want = std::strcmp(s.name, "lse") == 0 ? DType::kFloat32 : dt;
     if (s.t->dtype != want)
       c.fail(Status::kInvalidArgument, s.name, ".dtype = ", dtype_str(s.t->dtype), ", expected ", dtype_str(want),
@@ -420,7 +428,7 @@ void validate_forward(const ForwardArgs& args, int arch) {
             nullptr,     nullptr,       nullptr,         nullptr,           &args.varlen,
             &args.options, args.workspace, args.workspace_bytes, /*backward=*/false};
   check_host(p, c);
-  // FP8 descales: only meaningful for e4m3 inputs (FP8 is still rejected above, so any descale is an error here).
+  // FP8 descales: only meaningful for e4m3 inputs; their shapes are checked in fp8_validate.cpp.
   const TensorRef* descales[] = {&args.q_descale, &args.k_descale, &args.v_descale};
   const char* descale_names[] = {"q_descale", "k_descale", "v_descale"};
   for (int i = 0; i < 3; ++i) {
@@ -428,6 +436,7 @@ void validate_forward(const ForwardArgs& args, int arch) {
       c.fail(Status::kInvalidArgument, descale_names[i], " is given but q.dtype = ", dtype_str(args.q.dtype),
              ": descale factors apply to FP8 (float8_e4m3) inputs only");
   }
+  if (args.q.dtype == DType::kFloat8E4M3) validate_fp8_forward(args, forward_problem_shape(args));
   check_arch(arch, c);
 }
 

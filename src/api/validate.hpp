@@ -38,6 +38,10 @@ struct ProblemShape {
 ProblemShape forward_problem_shape(const ForwardArgs& args);
 ProblemShape backward_problem_shape(const BackwardArgs& args);
 
+// The FP8-only checks of a forward whose q is e4m3 and whose other arguments passed the common checks: head dims
+// (64..256, multiples of 16, d == dv), no softcap, and the descale tensors (src/api/fp8_validate.cpp).
+void validate_fp8_forward(const ForwardArgs& args, const ProblemShape& shape);
+
 // SM version (10 * major + minor) of the current CUDA device. Throws Error(kNoDevice) when no CUDA device is present
 // or usable, Error(kCudaError) when a later query fails. `where` prefixes the message (e.g. "flash3::forward").
 // Resets the CUDA runtime's last error after a failed query (cudaGetLastError), so callers see no stale error from

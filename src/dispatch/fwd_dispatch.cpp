@@ -76,6 +76,10 @@ FwdPlan plan_forward(const ForwardArgs& args, const ProblemShape& shape, int arc
   p.tile_counter = static_cast<int32_t*>(args.workspace);
 
   int32_t padded_d = 0, padded_dv = 0;
+  if (args.q.dtype == DType::kFloat8E4M3) {
+    plan_fp8_forward(args, shape, arch, &plan);  // src/dispatch/fp8_dispatch.cpp
+    return plan;
+  }
   if (!round_up_head_dims(shape.head_dim, shape.head_dim_v, &padded_d, &padded_dv)) {
     throw Error(Status::kNotSupported, "flash3::forward: no kernel size covers head_dim = " +
                                            std::to_string(shape.head_dim) +

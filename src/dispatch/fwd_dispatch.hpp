@@ -17,6 +17,10 @@ struct FwdPlan {
 // `num_sms` multiprocessors running SM version `arch`. Throws kNotSupported when no compiled size covers the head dims.
 FwdPlan plan_forward(const ForwardArgs& args, const ProblemShape& shape, int arch, int num_sms);
 
+// The FP8 part of plan_forward (q in e4m3): descale pointers and strides, output dtype, and the FP8 KernelKey.
+// Called by plan_forward after the common fields are filled.
+void plan_fp8_forward(const ForwardArgs& args, const ProblemShape& shape, int arch, FwdPlan* plan);
+
 // Device scratch the forward needs: a tile counter for the dynamic scheduler of masked (causal/local) kernels.
 int64_t forward_workspace_bytes(const AttentionOptions& options);
 

@@ -1,0 +1,173 @@
+// Producer side of the sm90 FP8 forward: warp 0 issues the TMA loads of Q, K and V (V into a staging buffer);
+// warps 1..3 transpose each V tile from the staging buffer into the K-major V^T tile the P V WGMMA reads.
+//
+// The transpose and P's register layout. The FP8 WGMMA's register A operand holds, per thread and 32-key step,
+// keys {4t..4t+3} and {16+4t..16+4t+3} of rows r and r+8 (t = lane % 4), four consecutive keys per 32-bit register.
+// The fp32 accumulator of S holds keys {2t, 2t+1} of every 8-key group instead. Rather than shuffling P between
+// threads, each thread packs its own values (keys 2t, 2t+1, 8+2t, 9+2t of a 16-key chunk) into the register that
+// the WGMMA reads as keys 4t..4t+3, and the transpose stores V's rows in the same order: position p of each 16-key
+// chunk of V^T holds key sigma(p) = 8 * ((p / 2) % 2) + 2 * (p / 4) + p % 2. Then (P Pi)(Pi^T V) = P V, and O's
+// columns (dv) are untouched.
+//
+// Transpose granule: one thread moves a 4 x 4-byte block: four 32-bit loads (keys sigma(4t + 0..3) of chunk c, 4
+// consecutive dv columns), eight byte permutes, four 32-bit stores (4 dv rows of V^T, the 4 key positions 4t..4t+3).
+// Lane = (a, t) with a = lane / 4: the key chunk is a ^ u and the dv group a + 8 w over the loop (u, w), which keeps
+// the 32 lanes of a store, and of each load, on distinct banks for 128-byte swizzled rows (dv = 128, kBlockN = 128).
+#pragma once
+
+#include <cute/tensor.hpp>
+#include <cutlass/arch/barrier.h>
+
+#include "kernels/common/mask.hpp"
+#include "kernels/common/seqlen_info.hpp"
+#include "kernels/common/tile_scheduler.hpp"
+#include "kernels/sm90/fp8_fwd_traits_sm90.hpp"
+
+namespace flash3 {
+
+template <class Traits>
+struct MainloopFwdSm90Fp8Load {
+  using Element = typename Traits::Element;
+  using PipelineKV = typename Traits::PipelineKV;
+  using PipelineVt = typename Traits::PipelineVt;
+  using State = PipelineState<Traits::kStages>;
+  using Mask = BlockMask<Traits::kBlockM, Traits::kBlockN, Traits::kHasLocal>;
+
+  State state_k;
+  State state_v;
+  uint32_t phase_q = 0;
+
+  // Warp 0's elected thread: Q once per tile, then K (one block ahead) and V for every visited key block.
+  template <class Params>
+  CUTLASS_DEVICE void load_tile(Params const& params, typename Traits::SharedStorage& smem,
+                                PipelineKV const& pipeline_k, PipelineKV const& pipeline_v, TileCoord tile,
+                                SeqlenInfo const& seq, typename Mask::Trips const& trips) {
+    using namespace cute;
+    FwdParams const& p = params.fwd;
+    bool const varlen = p.cu_seqlens_q != nullptr;
+    int const batch_coord = varlen ? 0 : tile.batch;
+    int const head_k = tile.head / (p.num_heads / p.num_heads_k);
+
+    Tensor sQ = make_tensor(make_smem_ptr(smem.q.data()), typename Traits::SmemLayoutQ{});
+    Tensor sK = make_tensor(make_smem_ptr(smem.k.data()), typename Traits::SmemLayoutK{});
+    Tensor sV = make_tensor(make_smem_ptr(smem.v_raw.data()), typename Traits::SmemLayoutVraw{});
+
+    Tensor mQ = params.tma_q.get_tma_tensor(params.shape_q)(_, _, tile.head, batch_coord);  // (rows, d)
+    Tensor mK = params.tma_k.get_tma_tensor(params.shape_k)(_, _, head_k, batch_coord);     // (rows, d)
+    Tensor mV = params.tma_v.get_tma_tensor(params.shape_v)(_, _, head_k, batch_coord);     // (rows, dv)
+    Tensor gQ = local_tile(domain_offset(make_coord(seq.offset_q, _0{}), mQ),
+                           Shape<typename Traits::BlockM, typename Traits::HeadDim>{},
+                           make_coord(tile.m_block, _0{}));  // (BLK_M, d)
+    Tensor gK = local_tile(domain_offset(make_coord(seq.offset_k, _0{}), mK),
+                           Shape<typename Traits::BlockN, typename Traits::HeadDim>{},
+                           make_coord(_, _0{}));  // (BLK_N, d, n)
+    Tensor gV = local_tile(domain_offset(make_coord(seq.offset_k, _0{}), mV),
+                           Shape<typename Traits::BlockN, typename Traits::HeadDimV>{},
+                           make_coord(_, _0{}));  // (BLK_N, dv, n)
+
+    auto [tQgQ, tQsQ] = tma_partition(params.tma_q, _0{}, Layout<_1>{}, group_modes<0, 2>(sQ), group_modes<0, 2>(gQ));
+    auto tK = tma_partition(params.tma_k, _0{}, Layout<_1>{}, group_modes<0, 2>(sK), group_modes<0, 2>(gK));
+    auto tV = tma_partition(params.tma_v, _0{}, Layout<_1>{}, group_modes<0, 2>(sV), group_modes<0, 2>(gV));
+    Tensor tKgK = get<0>(tK);  // (TMA, n)
+    Tensor tKsK = get<1>(tK);  // (TMA, PIPE)
+    Tensor tVgV = get<0>(tV);
+    Tensor tVsV = get<1>(tV);
+
+    cutlass::arch::ClusterBarrier::wait(&smem.q_empty, phase_q ^ 1);
+    cutlass::arch::ClusterTransactionBarrier::arrive_and_expect_tx(&smem.q_full, Traits::kTmaBytesQ);
+    copy(params.tma_q.with(smem.q_full), tQgQ, tQsQ);
+    phase_q ^= 1;
+
+    auto load_k = [&](int n_block) {
+      pipeline_k.producer_acquire(state_k, Traits::kTmaBytesK);
+      copy(params.tma_k.with(*pipeline_k.full_barrier(state_k)), tKgK(_, n_block), tKsK(_, state_k.index));
+      state_k.advance();
+    };
+    auto load_v = [&](int n_block) {
+      pipeline_v.producer_acquire(state_v, Traits::kTmaBytesV);
+      copy(params.tma_v.with(*pipeline_v.full_barrier(state_v)), tVgV(_, n_block), tVsV(_, state_v.index));
+      state_v.advance();
+    };
+    load_k(trips.n_end - 1);
+    for (int n_block = trips.n_end - 1; n_block >= trips.n_begin; --n_block) {
+      if (n_block > trips.n_begin) { load_k(n_block - 1); }
+      load_v(n_block);
+    }
+  }
+};
+
+// Warps 1..3 of the producer warpgroup: V (keys, dv) in sVraw -> V^T (dv, keys) in sVt, for each key block the tile
+// visits, in the same order as the loads.
+template <class Traits>
+struct Fp8VTransposer {
+  using PipelineKV = typename Traits::PipelineKV;
+  using PipelineVt = typename Traits::PipelineVt;
+  using State = PipelineState<Traits::kStages>;
+  static constexpr int kChunks = Traits::kBlockN / 16;             // 16-key chunks per tile
+  static constexpr int kChunkLoops = (kChunks + 7) / 8;            // u runs over 8 * kChunkLoops values
+  static constexpr int kDvGroups = Traits::kHeadDimV / 4;          // 4-column groups of dv
+  static constexpr int kDvLoops = kDvGroups / 8;                   // w
+  static constexpr int kIterations = 8 * kChunkLoops * kDvLoops;  // warp-wide steps per tile, shared by the warps
+
+  State state_raw;
+  State state_vt;
+
+  CUTLASS_DEVICE static uint32_t ld_shared_u32(uint32_t addr) {
+    uint32_t v;
+    asm volatile("ld.shared.u32 %0, [%1];" : "=r"(v) : "r"(addr));
+    return v;
+  }
+  CUTLASS_DEVICE static void st_shared_u32(uint32_t addr, uint32_t v) {
+    asm volatile("st.shared.u32 [%0], %1;" ::"r"(addr), "r"(v));
+  }
+
+  // transpose_warp: 0 .. kNumTransposeWarps - 1.
+  CUTLASS_DEVICE void transpose_block(typename Traits::SharedStorage& smem, PipelineKV const& pipeline_raw,
+                                      PipelineVt const& pipeline_vt, int transpose_warp, int lane) {
+    using namespace cute;
+    pipeline_raw.consumer_wait(state_raw);
+    pipeline_vt.writer_acquire(state_vt);
+    // Layouts of one stage (stages are compact, kBlockN * dv bytes apart); byte offsets (1-byte elements).
+    auto layout_raw = take<0, 2>(typename Traits::SmemLayoutVraw{});  // (keys, dv)
+    auto layout_vt = take<0, 2>(typename Traits::SmemLayoutVt{});     // (dv, keys)
+    uint32_t const raw_base = cast_smem_ptr_to_uint(smem.v_raw.data()) +
+                              uint32_t(state_raw.index * Traits::kBlockN * Traits::kHeadDimV);
+    uint32_t const vt_base = cast_smem_ptr_to_uint(smem.vt.data()) +
+                             uint32_t(state_vt.index * Traits::kBlockN * Traits::kHeadDimV);
+    int const a = lane / 4;
+    int const t = lane % 4;
+    CUTE_NO_UNROLL
+    for (int it = transpose_warp; it < kIterations; it += Traits::kNumTransposeWarps) {
+      int const u = it % (8 * kChunkLoops);
+      int const w = it / (8 * kChunkLoops);
+      int const chunk = ((a ^ u) & 7) + 8 * (u >> 3);
+      if (kChunks % 8 != 0 && chunk >= kChunks) { continue; }
+      int const d0 = 4 * (a + 8 * w);
+      int const key0 = 16 * chunk + 2 * t;  // keys key0, key0 + 1, key0 + 8, key0 + 9 go to positions 4t .. 4t+3
+      uint32_t const r0 = ld_shared_u32(raw_base + uint32_t(layout_raw(key0, d0)));
+      uint32_t const r1 = ld_shared_u32(raw_base + uint32_t(layout_raw(key0 + 1, d0)));
+      uint32_t const r2 = ld_shared_u32(raw_base + uint32_t(layout_raw(key0 + 8, d0)));
+      uint32_t const r3 = ld_shared_u32(raw_base + uint32_t(layout_raw(key0 + 9, d0)));
+      // Byte i of output word j is byte j of r_i.
+      uint32_t const lo01 = __byte_perm(r0, r1, 0x5140);  // r0.b0 r1.b0 r0.b1 r1.b1
+      uint32_t const hi01 = __byte_perm(r0, r1, 0x7362);  // r0.b2 r1.b2 r0.b3 r1.b3
+      uint32_t const lo23 = __byte_perm(r2, r3, 0x5140);
+      uint32_t const hi23 = __byte_perm(r2, r3, 0x7362);
+      int const p0 = 16 * chunk + 4 * t;
+      st_shared_u32(vt_base + uint32_t(layout_vt(d0 + 0, p0)), __byte_perm(lo01, lo23, 0x5410));
+      st_shared_u32(vt_base + uint32_t(layout_vt(d0 + 1, p0)), __byte_perm(lo01, lo23, 0x7632));
+      st_shared_u32(vt_base + uint32_t(layout_vt(d0 + 2, p0)), __byte_perm(hi01, hi23, 0x5410));
+      st_shared_u32(vt_base + uint32_t(layout_vt(d0 + 3, p0)), __byte_perm(hi01, hi23, 0x7632));
+    }
+    // The WGMMAs read sVt through the async proxy: make the generic-proxy stores visible to it before signalling.
+    cutlass::arch::fence_view_async_shared();
+    __syncwarp();
+    bool const leader = lane == 0;
+    pipeline_vt.writer_commit(state_vt, leader);
+    pipeline_raw.consumer_release(state_raw, leader);
+    state_raw.advance();
+    state_vt.advance();
+  }
+};
+
+}  // namespace flash3

@@ -1,0 +1,255 @@
+// Consumer side of the sm90 FP8 forward: WGMMAs on e4m3 operands (fp32 accumulation) and the online softmax.
+//
+// Same schedule as the 16-bit mainloop (intra-warpgroup overlap of S_n with P_{n+1} V_{n+1}, pingpong between the
+// two consumer warpgroups); what differs:
+//  - Descaling. S from the e4m3 GEMM is (Q K^T) / (q_descale k_descale); the factor that turns it into the exp2
+//    argument, c_n = softmax_scale * log2(e) * q_descale * k_descale(n), may change per key block (block
+//    quantisation), so the running max is kept in the scaled (log2) domain: m = max(m, c_n * max_j s_j), which is
+//    exact for c_n > 0 and costs one multiply per row, not per element.
+//  - V's descale. O is accumulated in units of the current block's v descale: before adding P_n V_n, O is scaled by
+//    v(n+1) / v(n), folded into the per-row softmax correction that multiplies O anyway. The epilogue multiplies by
+//    the last block's v descale and 1/rowsum.
+//  - P in e4m3. P = exp2(c s - m + 8) lies in (0, 256]: the offset of 8 in the exponent moves P away from e4m3's
+//    subnormals (max normal 448). The row sum is taken over the same values, so the 256 cancels in O = acc / sum; the
+//    LSE subtracts it.
+//  - P's register order. Packed without shuffles in the order the transposed V expects (see the load side).
+#pragma once
+
+#include <cute/tensor.hpp>
+#include <cutlass/arch/barrier.h>
+
+#include "kernels/common/layout_utils.hpp"
+#include "kernels/common/mask.hpp"
+#include "kernels/common/named_barriers.hpp"
+#include "kernels/common/softmax.hpp"
+#include "kernels/sm90/collective/mainloop_fwd_sm90_mma.hpp"
+#include "kernels/sm90/fp8_fwd_traits_sm90.hpp"
+
+namespace flash3 {
+
+CUTLASS_DEVICE float fp8_descale(Fp8Descale const& d, int batch, int head, int block) {
+  if (d.ptr == nullptr) { return 1.f; }
+  return __ldg(d.ptr + batch * d.batch_stride + (head / d.head_group) * d.head_stride + block * d.block_stride);
+}
+
+// Two fp32 values -> two e4m3 bytes (lo in the low byte), round to nearest, saturating.
+CUTLASS_DEVICE uint32_t pack_e4m3x2(float lo, float hi) {
+  uint16_t r;
+  asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(r) : "f"(hi), "f"(lo));
+  return r;
+}
+
+// Online softmax with the running max in the log2-scaled domain (see above).
+template <int kRows>
+struct Fp8OnlineSoftmax {
+  static constexpr float kPOffset = 8.f;  // P = 2^(x - m + 8): up to 256 in e4m3
+  float row_max[kRows];                   // max of c * s seen so far (exp2 domain)
+  float row_sum[kRows];
+
+  CUTLASS_DEVICE Fp8OnlineSoftmax() {
+    CUTE_UNROLL
+    for (int r = 0; r < kRows; ++r) {
+      row_max[r] = -INFINITY;
+      row_sum[r] = 0.f;
+    }
+  }
+
+  template <bool kIsFirst, class TensorS>
+  CUTLASS_DEVICE void step(TensorS& s, float c, float (&correction)[kRows]) {
+    using namespace cute;
+    constexpr int kCols = decltype(size<1>(s))::value;
+    static_assert(kCols % 4 == 0);
+    CUTE_UNROLL
+    for (int r = 0; r < kRows; ++r) {
+      float part[4] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
+      CUTE_UNROLL
+      for (int j = 0; j < kCols; ++j) { part[j % 4] = fmaxf(part[j % 4], s(r, j)); }
+      float m = fmaxf(fmaxf(part[0], part[1]), fmaxf(part[2], part[3]));
+      m = fmaxf(quad_allreduce_max(m) * c, row_max[r]);
+      // Rows with only masked keys so far: max stays -inf; subtract 0 so exp2(-inf) = 0, not NaN.
+      float const m_use = (m == -INFINITY) ? 0.f : m;
+      if constexpr (kIsFirst) {
+        correction[r] = 1.f;
+      } else {
+        correction[r] = fast_exp2(row_max[r] - m_use);
+        row_sum[r] *= correction[r];
+      }
+      row_max[r] = m;
+      float const bias = kPOffset - m_use;
+      float sum[4] = {0.f, 0.f, 0.f, 0.f};
+      CUTE_UNROLL
+      for (int j = 0; j < kCols; ++j) {
+        s(r, j) = fast_exp2(fmaf(s(r, j), c, bias));
+        sum[j % 4] += s(r, j);
+      }
+      row_sum[r] += (sum[0] + sum[1]) + (sum[2] + sum[3]);
+    }
+  }
+
+  CUTLASS_DEVICE void finalize(float (&inv_sum)[kRows], float (&lse)[kRows]) {
+    CUTE_UNROLL
+    for (int r = 0; r < kRows; ++r) {
+      float const sum = quad_allreduce_sum(row_sum[r]);
+      bool const empty = sum == 0.f || row_max[r] == -INFINITY;
+      inv_sum[r] = empty ? 0.f : 1.f / sum;
+      lse[r] = empty ? -INFINITY : (row_max[r] + __log2f(sum) - kPOffset) * float(M_LN2);
+    }
+  }
+};
+
+template <class Traits>
+struct MainloopFwdSm90Fp8Mma {
+  using Element = typename Traits::Element;
+  using PipelineKV = typename Traits::PipelineKV;
+  using PipelineVt = typename Traits::PipelineVt;
+  using State = PipelineState<Traits::kStages>;
+  using Mask = BlockMask<Traits::kBlockM, Traits::kBlockN, Traits::kHasLocal>;
+  using TileShapeS = cute::Shape<typename Traits::BlockM, typename Traits::BlockN>;
+  static constexpr int kRowsPerThread = 2;
+
+  State state_kv;
+  uint32_t phase_q = 0;
+
+  // Runs the key-block loop of one tile. Leaves O (in units of the last visited block's v descale, returned in
+  // *v_scale_out) in tOrO and the row statistics in softmax.
+  template <class Params, class TensorO>
+  CUTLASS_DEVICE void compute_tile(Params const& params, typename Traits::SharedStorage& smem,
+                                   PipelineKV const& pipeline_k, PipelineVt const& pipeline_vt, int mma_thread_idx,
+                                   TileCoord tile, Mask const& mask, typename Mask::Trips const& trips,
+                                   TensorO& tOrO, Fp8OnlineSoftmax<kRowsPerThread>& softmax, float* v_scale_out) {
+    using namespace cute;
+    FwdParams const& p = params.fwd;
+    bool const is_wg_leader = (threadIdx.x % cutlass::NumThreadsPerWarpGroup) == 0;
+    int const head_k = tile.head / (p.num_heads / p.num_heads_k);
+
+    Tensor sQ = make_tensor(make_smem_ptr(smem.q.data()), typename Traits::SmemLayoutQ{});
+    Tensor sK = make_tensor(make_smem_ptr(smem.k.data()), typename Traits::SmemLayoutK{});
+    Tensor sVt = make_tensor(make_smem_ptr(smem.vt.data()), typename Traits::SmemLayoutVt{});
+
+    typename Traits::TiledMmaQK mma_qk;
+    typename Traits::TiledMmaPV mma_pv;
+    auto thr_qk = mma_qk.get_thread_slice(mma_thread_idx);
+    auto thr_pv = mma_pv.get_thread_slice(mma_thread_idx);
+    Tensor tSrQ = thr_qk.partition_fragment_A(sQ);   // (MMA, MMA_M, MMA_K) descriptors
+    Tensor tSrK = thr_qk.partition_fragment_B(sK);   // (MMA, MMA_N, MMA_K, PIPE)
+    Tensor tOrV = thr_pv.partition_fragment_B(sVt);  // (MMA, MMA_N, MMA_K, PIPE)
+
+    Tensor tSrS = partition_fragment_C(mma_qk, TileShapeS{});  // ((2, 2, N/8), 1, 1) fp32
+    Tensor tSrS_rc = make_tensor(tSrS.data(), accumulator_rowcol_layout(tSrS.layout()));
+    Tensor tScS = thr_qk.partition_C(make_identity_tensor(TileShapeS{}));
+    Tensor tScS_rc = make_tensor(tScS.data(), accumulator_rowcol_layout(tScS.layout()));
+    Tensor tOrO_rc = make_tensor(tOrO.data(), accumulator_rowcol_layout(tOrO.layout()));
+    // P in e4m3 as the register A operand: ((4, 2, 2), 1, N/32), i.e. 4 registers per 32-key step.
+    Tensor tOrP = cute::make_tensor<Element>(partition_shape_A(mma_pv, TileShapeS{}));
+    static_assert(decltype(size(tOrP))::value == decltype(size(tSrS))::value);
+
+    float const scale_log2_q = p.softmax_scale_log2 * fp8_descale(p.q_descale, tile.batch, tile.head, tile.m_block);
+    auto k_scale = [&](int n_block) CUTLASS_LAMBDA_FUNC_INLINE {
+      return fp8_descale(p.k_descale, tile.batch, head_k, n_block);
+    };
+    auto v_scale = [&](int n_block) CUTLASS_LAMBDA_FUNC_INLINE {
+      return fp8_descale(p.v_descale, tile.batch, head_k, n_block);
+    };
+
+    auto score_transform = [&](auto& s_rc, int n_block, auto needs_mask) CUTLASS_LAMBDA_FUNC_INLINE {
+      if constexpr (decltype(needs_mask)::value) { mask.apply(s_rc, tScS_rc, tile.m_block, n_block); }
+    };
+    auto rescale_o = [&](float const (&correction)[kRowsPerThread], float ratio) CUTLASS_LAMBDA_FUNC_INLINE {
+      CUTE_UNROLL
+      for (int r = 0; r < kRowsPerThread; ++r) {
+        float const f = correction[r] * ratio;
+        CUTE_UNROLL
+        for (int c = 0; c < size<1>(tOrO_rc); ++c) { tOrO_rc(r, c) *= f; }
+      }
+    };
+    // Accumulator value (c, h, g) (index c + 2h + 4g: column pair c of row half h in 8-key group g) -> A-operand
+    // register (kb, h, q) of 32-key step kb holds groups g0 = 4 kb + 2 q and g0 + 1 of row half h.
+    auto store_p = [&]() CUTLASS_LAMBDA_FUNC_INLINE {
+      uint32_t* regs = reinterpret_cast<uint32_t*>(tOrP.data());
+      CUTE_UNROLL
+      for (int kb = 0; kb < Traits::kBlockN / 32; ++kb) {
+        CUTE_UNROLL
+        for (int q = 0; q < 2; ++q) {
+          CUTE_UNROLL
+          for (int h = 0; h < 2; ++h) {
+            int const g0 = 4 * kb + 2 * q;
+            uint32_t const lo = pack_e4m3x2(tSrS(2 * h + 4 * g0), tSrS(1 + 2 * h + 4 * g0));
+            uint32_t const hi = pack_e4m3x2(tSrS(2 * h + 4 * (g0 + 1)), tSrS(1 + 2 * h + 4 * (g0 + 1)));
+            regs[4 * kb + h + 2 * q] = lo | (hi << 16);
+          }
+        }
+      }
+    };
+
+    int const warpgroup = mma_thread_idx / cutlass::NumThreadsPerWarpGroup;
+    auto begin_issue = [&]() CUTLASS_LAMBDA_FUNC_INLINE {
+      if constexpr (Traits::kPingpong) { pingpong_wait_turn(warpgroup); }
+    };
+    auto end_issue = [&]() CUTLASS_LAMBDA_FUNC_INLINE {
+      if constexpr (Traits::kPingpong) { pingpong_pass_turn(warpgroup); }
+    };
+
+    cutlass::arch::ClusterTransactionBarrier::wait(&smem.q_full, phase_q);
+    phase_q ^= 1;
+
+    int n_block = trips.n_end - 1;
+    float correction[kRowsPerThread];
+    float v_prev = v_scale(n_block);
+    {
+      float const c = scale_log2_q * k_scale(n_block);
+      pipeline_k.consumer_wait(state_kv);
+      begin_issue();
+      wgmma_gemm<true>(mma_qk, tSrQ, tSrK(_, _, _, state_kv.index), tSrS);
+      end_issue();
+      warpgroup_wait<0>();
+      pipeline_k.consumer_release(state_kv, is_wg_leader);
+      if (n_block >= trips.n_masked_hi || n_block < trips.n_masked_lo) {
+        score_transform(tSrS_rc, n_block, cute::true_type{});
+      } else {
+        score_transform(tSrS_rc, n_block, cute::false_type{});
+      }
+      softmax.template step<true>(tSrS_rc, c, correction);
+      store_p();
+    }
+
+    auto trip = [&](int n_block, auto needs_mask) CUTLASS_LAMBDA_FUNC_INLINE {
+      float const c = scale_log2_q * k_scale(n_block);
+      float const v_cur = v_scale(n_block);
+      State const state_prev = state_kv;
+      state_kv.advance();
+      pipeline_k.consumer_wait(state_kv);
+      pipeline_vt.consumer_wait(state_prev);
+      begin_issue();
+      wgmma_gemm<true>(mma_qk, tSrQ, tSrK(_, _, _, state_kv.index), tSrS);
+      wgmma_gemm<false>(mma_pv, tOrP, tOrV(_, _, _, state_prev.index), tOrO);
+      end_issue();
+      warpgroup_wait<1>();
+      pipeline_k.consumer_release(state_kv, is_wg_leader);
+      score_transform(tSrS_rc, n_block, needs_mask);
+      softmax.template step<false>(tSrS_rc, c, correction);
+      warpgroup_wait_after<0>(softmax.row_sum[kRowsPerThread - 1]);
+      pipeline_vt.consumer_release(state_prev, is_wg_leader);
+      rescale_o(correction, v_prev / v_cur);
+      v_prev = v_cur;
+      store_p();
+    };
+
+    --n_block;
+    for (; n_block >= trips.n_masked_hi && n_block >= trips.n_begin; --n_block) { trip(n_block, cute::true_type{}); }
+    for (; n_block >= trips.n_masked_lo; --n_block) { trip(n_block, cute::false_type{}); }
+    for (; n_block >= trips.n_begin; --n_block) { trip(n_block, cute::true_type{}); }
+
+    if (is_wg_leader) { cutlass::arch::ClusterBarrier::arrive(&smem.q_empty); }
+
+    pipeline_vt.consumer_wait(state_kv);
+    begin_issue();
+    wgmma_gemm<false>(mma_pv, tOrP, tOrV(_, _, _, state_kv.index), tOrO);
+    end_issue();
+    warpgroup_wait<0>();
+    pipeline_vt.consumer_release(state_kv, is_wg_leader);
+    state_kv.advance();
+    *v_scale_out = v_prev;
+  }
+};
+
+}  // namespace flash3

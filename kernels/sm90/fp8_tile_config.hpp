@@ -1,0 +1,24 @@
+// Tiles of the sm90 FP8 forward (no CuTe here: the host side reads the block shape to size block-quantisation
+// scales). One shape per head dim, independent of the mask, so the quantisation granularity (one scale per kBlockM
+// query rows, per kBlockN key rows) is a function of the head dim alone.
+// Shared memory (227 KB): Q kBlockM*d + stages * (K kBlockN*d + Vraw kBlockN*dv + Vt kBlockN*dv), 1 byte each.
+// Registers (240 per consumer thread): O (dv / 2 fp32) + S (kBlockN / 2 fp32) + P (kBlockN / 8 words). d = 256 with
+// kBlockN = 128 (FA3's FP8 tile; 224 KB of shared memory) spilled 850 bytes here: 128 + 64 + 32 = 224 registers of
+// tiles leave too few for the rest. kBlockN = 96 (multiple of 32, the FP8 WGMMA k step of P V): 200.
+#pragma once
+
+namespace flash3 {
+
+struct Fp8TileConfig {
+  int block_m;
+  int block_n;
+  int stages;
+};
+
+constexpr Fp8TileConfig fp8_tile_config_sm90(int head_dim) {
+  if (head_dim <= 64) return {128, 128, 2};
+  if (head_dim <= 128) return {128, 128, 2};
+  return {128, 96, 2};
+}
+
+}  // namespace flash3
