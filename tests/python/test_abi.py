@@ -139,9 +139,11 @@ def test_status_maps_to_exception(field, bad, match):
         buf = _lib.new_params(causal=True, window_right=3)
     elif field == "descale":
         _lib.pack_tensor(buf, "q_descale", 0xA00000, _lib.DTYPE_FLOAT32, (2, 4), (4, 1))
-    elif field == "fp8":
-        for i, name in enumerate(("q", "k", "v")):
-            _lib.pack_tensor(buf, name, 0x100000 * (i + 1), _lib.DTYPE_FLOAT8_E4M3, (2, 64, 4, 128),
+    elif field == "fp8":  # e4m3 inputs are valid since the FP8 forward exists; it has no softcap kernels
+        buf = _lib.new_params(softcap=10.0)
+        for i, name in enumerate(("q", "k", "v", "out")):
+            _lib.pack_tensor(buf, name, 0x100000 * (i + 1),
+                             _lib.DTYPE_BFLOAT16 if name == "out" else _lib.DTYPE_FLOAT8_E4M3, (2, 64, 4, 128),
                              (64 * 512, 512, 128, 1))
         cls = _lib.Flash3NotSupportedError
     with pytest.raises(cls, match=match) as e:
