@@ -64,6 +64,20 @@ FP8_FWD = {
     (256, "causal"): {1024: 645, 4096: 1005, 8192: 1037, 16384: 1050},
 }
 
+# Decode, bf16, hdim 128, 32 query heads / 8 KV heads, one query token: GB/s of K+V read (the anchors' decode table):
+# (batch, seqlen_k) -> {"fa3", "fa3_paged", "cudnn", "fa2"}. flash3-bench --mode decode's defaults are these shapes.
+DECODE = {
+    (1, 8192): dict(fa3=398, fa3_paged=447, cudnn=1245, fa2=971),
+    (1, 131072): dict(fa3=2600, fa3_paged=2605, cudnn=2784, fa2=2653),
+    (8, 8192): dict(fa3=2370, fa3_paged=2417, cudnn=2495, fa2=2416),
+    (8, 32768): dict(fa3=2857, fa3_paged=2868, cudnn=2920, fa2=2945),
+    (32, 8192): dict(fa3=2865, fa3_paged=2883, cudnn=2961, fa2=2658),
+    (32, 32768): dict(fa3=3033, fa3_paged=3028, cudnn=3077, fa2=2476),
+    (64, 4096): dict(fa3=2839, fa3_paged=2875, cudnn=2947, fa2=2501),
+    (64, 16384): dict(fa3=3014, fa3_paged=3053, cudnn=3071, fa2=2507),
+    (128, 8192): dict(fa3=2966, fa3_paged=3062, cudnn=3064, fa2=2573),
+}
+
 FIELDS = ("fa3", "cudnn", "ratio")
 
 
@@ -78,9 +92,32 @@ BWD = _table("bwd")
 
 
 def anchor(direction, hdim, causal, seqlen):
-    """The anchor row for one config, or None when the table has no such row."""
+    """The anchor row for one config, or None when the table has no such row.
+
+    direction "fwdbwd" has no measured anchor: it is derived from the forward and backward rows as the time of one
+    forward plus one backward, 3.5 F / (F / fwd + 2.5 F / bwd) TFLOPS (FA3's FLOP convention), for FA3 and cuDNN
+    alike, with the ratio recomputed from the two (so it is not rounded like the printed ones)."""
+    key = (int(hdim), "causal" if causal else "full", int(seqlen))
+    if direction == "fwdbwd":
+        f, b = FWD.get(key), BWD.get(key)
+        if f is None or b is None:
+            return None
+        out = {name: 3.5 / (1.0 / f[name] + 2.5 / b[name]) for name in ("fa3", "cudnn")}
+        out["ratio"] = out["fa3"] / out["cudnn"]
+        return out
     table = {"fwd": FWD, "bwd": BWD}[direction]
-    return table.get((int(hdim), "causal" if causal else "full", int(seqlen)))
+    return table.get(key)
+
+
+def parse_decode_markdown(path=ANCHOR_SOURCE):
+    """Re-reads the decode table of the anchors markdown: {(batch, seqlen_k): (fa3, fa3_paged, cudnn, fa2)}."""
+    out = {}
+    with open(path) as f:
+        for line in f:
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if len(cells) == 6 and all(c.isdigit() for c in cells):
+                out[(int(cells[0]), int(cells[1]))] = tuple(float(c) for c in cells[2:])
+    return out
 
 
 def parse_markdown(path=ANCHOR_SOURCE):

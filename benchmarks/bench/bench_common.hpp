@@ -36,6 +36,11 @@ struct NaiveProblem {
   int32_t window_left = -1, window_right = -1;  // the resolved mask (causal is window_right = 0)
 };
 constexpr int kNaiveMaxHeadDim = 256;
+
+// Enqueues a one-thread kernel that spins for `ms` milliseconds of GPU time (the global nanosecond timer). Put
+// before a batch of timed calls, it lets the host queue all of them before the GPU reaches the first, so that the
+// events measure the GPU alone and not the host's launch overhead.
+cudaError_t gpu_sleep(double ms, cudaStream_t stream);
 cudaError_t naive_attention_rows(const NaiveProblem& p, const int32_t* row_batch, const int32_t* row_index,
                                  int32_t n_rows, float* out_ref, float* lse_ref, cudaStream_t stream);
 
@@ -132,13 +137,17 @@ struct Timing {
   double median_ms = 0, min_ms = 0, max_ms = 0;
   int iters = 0;
   int sm_clock_mhz = -1;  // NVML SM clock sampled while the timed calls were in flight (-1: unknown)
+  double enqueue_ms = 0;  // host wall time to enqueue the timed calls
+  bool backlog_short = false;  // backlog_ms > 0 but enqueueing took longer than the GPU sleep
 };
 
 // Runs `warmup` untimed calls of run(i), then `iters` calls each between two cudaEvents on `stream`, and returns
 // the median. `between(i)` (may be empty) is enqueued before every call, outside the timed region (an L2 flush).
+// backlog_ms > 0 enqueues a GPU sleep of that length before the timed calls (gpu_sleep); Timing::backlog_short
+// reports whether the host took longer than that to enqueue them (then the first calls may include launch gaps).
 // run/between must enqueue on `stream`. Throws BenchError on a CUDA failure; exceptions of run() pass through.
 Timing time_calls(const std::function<void(int)>& run, const std::function<void(int)>& between, int warmup,
-                  int iters, cudaStream_t stream);
+                  int iters, cudaStream_t stream, double backlog_ms = 0.0);
 
 double median(std::vector<double> v);
 

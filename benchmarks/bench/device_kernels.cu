@@ -169,7 +169,26 @@ __global__ void __launch_bounds__(kNaiveThreads)
   if (threadIdx.x == 0) lse_ref[out_row] = row_sum > 0.f ? row_max + logf(row_sum) : -INFINITY;
 }
 
+__device__ __forceinline__ uint64_t global_timer_ns() {
+  uint64_t t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
+__global__ void sleep_kernel(uint64_t ns) {
+  const uint64_t start = global_timer_ns();
+  while (global_timer_ns() - start < ns) {
+    __nanosleep(1000);
+  }
+}
+
 }  // namespace
+
+cudaError_t gpu_sleep(double ms, cudaStream_t stream) {
+  if (!(ms > 0)) return cudaSuccess;
+  sleep_kernel<<<1, 1, 0, stream>>>(static_cast<uint64_t>(ms * 1e6));
+  return cudaGetLastError();
+}
 
 cudaError_t fill_random(void* data, flash3::DType dtype, int64_t n, uint64_t seed, float stddev,
                         cudaStream_t stream) {

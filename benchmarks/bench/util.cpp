@@ -2,6 +2,7 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <chrono>
 #include <string>
 #include <vector>
 
@@ -79,7 +80,7 @@ class EventList {
 }  // namespace
 
 Timing time_calls(const std::function<void(int)>& run, const std::function<void(int)>& between, int warmup,
-                  int iters, cudaStream_t stream) {
+                  int iters, cudaStream_t stream, double backlog_ms) {
   if (iters < 1) iters = 1;
   for (int i = 0; i < warmup; ++i) {
     if (between) between(i);
@@ -89,6 +90,8 @@ Timing time_calls(const std::function<void(int)>& run, const std::function<void(
   check_cuda(cudaStreamSynchronize(stream), "cudaStreamSynchronize after warm-up");
 
   EventList events(2 * static_cast<size_t>(iters));
+  if (backlog_ms > 0) check_cuda(gpu_sleep(backlog_ms, stream), "GPU sleep (backlog) launch");
+  const auto enqueue_start = std::chrono::steady_clock::now();
   for (int i = 0; i < iters; ++i) {
     if (between) between(warmup + i);
     check_cuda(cudaEventRecord(events[2 * i], stream), "cudaEventRecord");
@@ -96,6 +99,8 @@ Timing time_calls(const std::function<void(int)>& run, const std::function<void(
     check_cuda(cudaEventRecord(events[2 * i + 1], stream), "cudaEventRecord");
   }
   Timing t;
+  t.enqueue_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - enqueue_start).count();
+  t.backlog_short = backlog_ms > 0 && t.enqueue_ms > backlog_ms;
   // Sampled before synchronizing, while the GPU is still working through the timed calls.
   t.sm_clock_mhz = Nvml::instance().sm_clock_mhz();
   check_cuda(cudaStreamSynchronize(stream), "cudaStreamSynchronize after the timed calls");
