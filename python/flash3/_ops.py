@@ -102,20 +102,40 @@ else:  # pragma: no cover - older torch
         return torch.cuda.current_stream(idx).cuda_stream
 
 
+_is_capturing = getattr(torch._C, "_cuda_isCurrentStreamCapturing", None) or torch.cuda.is_current_stream_capturing
+# Small workspaces (the forward's scheduler counter), kept per (device, stream) between eager calls: work on one
+# stream runs in order and flash3 re-zeroes what it uses, so reuse is safe and saves an allocation per call. Never
+# used while the stream is being captured (a graph gets its own allocation from the graph's pool).
+_SMALL_WORKSPACE = 4096
+_workspaces = {}
+
+
+def _workspace(nbytes, idx, stream, device):
+    if nbytes > _SMALL_WORKSPACE or _is_capturing():
+        return torch.empty(nbytes, dtype=torch.uint8, device=device)
+    key = (idx, stream)
+    ws = _workspaces.get(key)
+    if ws is None or ws.numel() < nbytes:
+        ws = torch.empty(_SMALL_WORKSPACE, dtype=torch.uint8, device=device)
+        _workspaces[key] = ws
+    return ws
+
+
 def _call(lib_fn, size_fn, buf, idx, device):
-    """Sets the stream, allocates the workspace flash3 asks for and calls lib_fn, with idx as the current CUDA
-    device (libflash3 launches on the current device, which must be the tensors' one)."""
+    """Sets the stream, provides the workspace flash3 asks for and calls lib_fn, with idx as the current CUDA device
+    (libflash3 launches on the current device, which must be the tensors' one). Workspaces come from torch's
+    caching allocator on the current stream (capturable in a CUDA graph); flash3 zeroes what it needs itself, and
+    the C ABI asks nothing more of the workspace (it is not zeroed here)."""
     prev = _get_device()
     if prev != idx:
         _set_device(idx)
     try:
-        _lib.set_stream(buf, _stream_ptr(idx))
+        stream = _stream_ptr(idx)
+        _lib.set_stream(buf, stream)
         nbytes = size_fn(buf)
         ws = None
         if nbytes > 0:
-            # torch's caching allocator, on the current stream (capturable in a CUDA graph); flash3 zeroes what it
-            # needs itself.
-            ws = torch.empty(nbytes, dtype=torch.uint8, device=device)
+            ws = _workspace(nbytes, idx, stream, device)
             _lib.set_workspace(buf, ws.data_ptr(), nbytes)
         lib_fn(buf)
     finally:
@@ -147,14 +167,16 @@ def _out_dtype(q):
 # ---- forward ------------------------------------------------------------------------------------------------------
 
 def fwd_impl(q, k, v, cu_seqlens_q, cu_seqlens_k, seqused_q, seqused_k, max_seqlen_q, max_seqlen_k, softmax_scale,
-             causal, window_left, window_right, softcap, q_descale, k_descale, v_descale, deterministic):
-    """The real forward (flash3::fwd's CUDA implementation, also called directly by the eager fast path)."""
+             causal, window_left, window_right, softcap, q_descale, k_descale, v_descale, deterministic,
+             need_lse=True):
+    """The real forward (flash3::fwd's CUDA implementation, also called directly by the eager fast path). With
+    need_lse=False (inference that does not return it) the LSE is neither allocated nor written: (out, None)."""
     device = q.device
     idx = _device_index(device)
     lib = _lib.get()
     out_shape, lse_shape = _out_shapes(q, v, cu_seqlens_q)
     out = torch.empty(out_shape, dtype=_out_dtype(q), device=device)
-    lse = torch.empty(lse_shape, dtype=torch.float32, device=device)
+    lse = torch.empty(lse_shape, dtype=torch.float32, device=device) if need_lse else None
     buf = _lib.new_params(
         cu_seqlens_q=_ptr(cu_seqlens_q), cu_seqlens_k=_ptr(cu_seqlens_k), seqused_q=_ptr(seqused_q),
         seqused_k=_ptr(seqused_k), varlen_batch=_varlen_batch(cu_seqlens_q), max_seqlen_q=max_seqlen_q,
@@ -308,12 +330,13 @@ except AttributeError:  # pragma: no cover
 _Tensor = torch.Tensor
 
 
-def attention(q, k, v, *args):
-    """flash3::fwd with autograd: the custom op, or in plain eager mode the same code without the dispatcher."""
+def attention(q, k, v, *args, need_lse=True):
+    """flash3::fwd with autograd: the custom op, or in plain eager mode the same code without the dispatcher.
+    need_lse=False lets the eager inference path skip the LSE (the result's lse is then None)."""
     if (FAST_PATH and type(q) is _Tensor and type(k) is _Tensor and type(v) is _Tensor and q.is_cuda
             and not _is_compiling() and not _tf_mode() and _dispatch_depth() == 0
             and not _functorch_wrapped(q)):
         if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
             return _Attention.apply(q, k, v, *args)
-        return fwd_impl(q, k, v, *args)
+        return fwd_impl(q, k, v, *args, need_lse=need_lse)
     return fwd(q, k, v, *args)

@@ -54,7 +54,8 @@ def _check_tensor(name, t, rank, device, dims):
         raise ValueError(f"flash3: {name} is on {t.device} but q is on {device}; all tensors must be on one device")
 
 
-def _check_qkv(q, k, v, varlen):
+def _explain_qkv(q, k, v, varlen):
+    """The detailed checks, with messages (run when the quick test in _check_qkv does not pass)."""
     rank = 3 if varlen else 4
     lead = "(total_q, " if varlen else "(batch, seqlen_q, "
     lead_k = "(total_k, " if varlen else "(batch, seqlen_k, "
@@ -93,6 +94,28 @@ def _check_qkv(q, k, v, varlen):
             raise ValueError(f"flash3: {name} = {x}; flash3 supports head dims that are multiples of 8 up to 256")
     if dv != d and not (d == 192 and dv == 128):
         raise ValueError(f"flash3: headdim {d} with headdim_v {dv}: headdim_v must equal headdim, or (192, 128)")
+
+
+_OK_DEVICE_TYPES = ("cuda", "meta")
+
+
+def _check_qkv(q, k, v, varlen):
+    """Raises ValueError/TypeError naming the problem. The common, valid case is decided with few attribute reads
+    (this runs on every call); anything unusual goes through _explain_qkv for the message."""
+    try:
+        qs, ks, vs = q.shape, k.shape, v.shape
+        dev, dt = q.device, q.dtype
+        ok = (len(qs) == len(ks) == len(vs) == (3 if varlen else 4) and dt in _HALF and k.dtype == dt
+              and v.dtype == dt and dev.type in _OK_DEVICE_TYPES and k.device == dev and v.device == dev)
+        if ok:
+            d, dv, h, hk = qs[-1], vs[-1], qs[-2], ks[-2]
+            ok = (ks[-1] == d and vs[-2] == hk and hk > 0 and h % hk == 0 and 0 < d <= 256 and d % 8 == 0
+                  and (dv == d or (d == 192 and dv == 128))
+                  and (ks[0] == vs[0] if varlen else (ks[0] == qs[0] and vs[0] == qs[0] and ks[1] == vs[1])))
+    except AttributeError:
+        ok = False
+    if not ok:
+        _explain_qkv(q, k, v, varlen)
 
 
 def _check_descale(q, q_descale, k_descale, v_descale):
@@ -145,9 +168,9 @@ def _softcap(softcap):
 
 def _fwd(q, k, v, cu_seqlens_q, cu_seqlens_k, seqused_q, seqused_k, max_seqlen_q, max_seqlen_k, softmax_scale,
          causal, window, softcap, q_descale, k_descale, v_descale, deterministic, return_lse):
-    out, lse = _ops.attention(q, k, v, cu_seqlens_q, cu_seqlens_k, seqused_q,
-                        seqused_k, max_seqlen_q, max_seqlen_k, softmax_scale, bool(causal), window[0], window[1],
-                        softcap, q_descale, k_descale, v_descale, bool(deterministic))
+    out, lse = _ops.attention(q, k, v, cu_seqlens_q, cu_seqlens_k, seqused_q, seqused_k, max_seqlen_q, max_seqlen_k,
+                              softmax_scale, bool(causal), window[0], window[1], softcap, q_descale, k_descale,
+                              v_descale, bool(deterministic), need_lse=bool(return_lse))
     return (out, lse) if return_lse else out
 
 

@@ -268,3 +268,116 @@ def test_library_not_needed_for_fake_path(monkeypatch):
     monkeypatch.setattr(_lib, "_library", None)
     q, k, v = qkv()
     assert flash3.flash_attn_func(q, k, v).shape == q.shape
+
+
+# ---- what the real implementations hand to libflash3 (a recording stand-in for the library, CPU tensors) -----------
+
+class _RecordingLib:
+    def __init__(self, workspace=256):
+        self.calls = []
+        self.workspace = workspace
+
+    def _size(self, kind):
+        def size(buf):
+            self.calls.append((kind + "_ws", bytes(buf)))
+            return self.workspace
+        return size
+
+    def __getattr__(self, name):
+        if name in ("forward_workspace_size", "backward_workspace_size"):
+            return self._size(name.split("_")[0])
+        if name in ("forward", "backward"):
+            return lambda buf: self.calls.append((name, bytes(buf)))
+        raise AttributeError(name)
+
+    def params(self, kind):
+        from flash3 import _lib
+
+        return _lib.Params.from_buffer_copy([c for k, c in self.calls if k == kind][-1])
+
+
+@pytest.fixture
+def recording_lib(monkeypatch):
+    from flash3 import _lib, _ops
+
+    lib = _RecordingLib()
+    monkeypatch.setattr(_lib, "get", lambda: lib)
+    monkeypatch.setattr(_ops, "_device_index", lambda device: 0)
+    monkeypatch.setattr(_ops, "_get_device", lambda: 0)
+    monkeypatch.setattr(_ops, "_set_device", lambda idx: pytest.fail("unexpected device switch"))
+    monkeypatch.setattr(_ops, "_stream_ptr", lambda idx: 0x5000)
+    monkeypatch.setattr(_ops, "_is_capturing", lambda: False)
+    monkeypatch.setattr(_ops, "_workspaces", {})
+    return lib
+
+
+def _tensor_fields(t):
+    return t.data, t.dtype, t.rank, list(t.shape)[:t.rank], list(t.stride)[:t.rank]
+
+
+def test_forward_marshalling(recording_lib):
+    from flash3 import _lib, _ops
+
+    q = torch.randn(2, 16, 4, 64).to(BF16)
+    k = torch.randn(2, 24, 2, 64).to(BF16)
+    v = torch.randn(2, 64, 2, 24).to(BF16).transpose(1, 3)  # (2, 24, 2, 64), last dim strided
+    assert v.stride(-1) != 1
+    out, lse = _ops.fwd_impl(q, k, v, None, None, None, None, 0, 0, 0.2, True, 5, 0, 1.5, None, None, None, True)
+    assert out.shape == (2, 16, 4, 64) and lse.shape == (2, 4, 16) and lse.dtype == torch.float32
+    p = recording_lib.params("forward")
+    assert p.struct_size == _lib.PARAMS_SIZE
+    assert _tensor_fields(p.q) == (q.data_ptr(), _lib.DTYPE_BFLOAT16, 4, [2, 16, 4, 64], list(q.stride()))
+    assert _tensor_fields(p.k) == (k.data_ptr(), _lib.DTYPE_BFLOAT16, 4, [2, 24, 2, 64], list(k.stride()))
+    assert p.v.data != v.data_ptr() and list(p.v.stride)[:4] == [24 * 2 * 64, 2 * 64, 64, 1]  # a contiguous copy
+    assert _tensor_fields(p.out) == (out.data_ptr(), _lib.DTYPE_BFLOAT16, 4, [2, 16, 4, 64], list(out.stride()))
+    assert _tensor_fields(p.lse) == (lse.data_ptr(), _lib.DTYPE_FLOAT32, 3, [2, 4, 16], [64, 16, 1])
+    assert (p.causal, p.window_left, p.window_right, p.deterministic) == (1, 5, 0, 0)
+    assert p.softmax_scale == pytest.approx(0.2) and p.softcap == 1.5
+    assert p.stream == 0x5000 and p.workspace != 0 and p.workspace_bytes == 256
+    assert p.cu_seqlens_q is None and p.varlen_batch == 0
+    assert p.dout.rank == 0 and p.dq.data is None and p.q_descale.rank == 0
+    # The size query saw the same struct, before the workspace was set.
+    ws_query = recording_lib.params("forward_ws")
+    assert ws_query.q.data == p.q.data and ws_query.workspace is None and ws_query.stream == 0x5000
+    # The small workspace is reused on the same stream.
+    first_ws = p.workspace
+    _ops.fwd_impl(q, k, k, None, None, None, None, 0, 0, 0.2, True, 5, 0, 1.5, None, None, None, True)
+    assert recording_lib.params("forward").workspace == first_ws
+
+
+def test_forward_without_lse_and_varlen_marshalling(recording_lib):
+    from flash3 import _ops
+
+    q = torch.randn(30, 4, 128).to(torch.float16)
+    k = torch.randn(50, 1, 128).to(torch.float16)
+    cu_q = torch.tensor([0, 10, 10, 30], dtype=torch.int32)
+    cu_k = torch.tensor([0, 20, 20, 50], dtype=torch.int32)
+    used = torch.tensor([5, 0, 20], dtype=torch.int32)
+    out, lse = _ops.fwd_impl(q, k, k, cu_q, cu_k, used, None, 20, 30, 0.1, False, -1, -1, 0.0, None, None, None,
+                             False, need_lse=False)
+    assert lse is None and out.shape == (30, 4, 128)
+    p = recording_lib.params("forward")
+    assert p.lse.rank == 0 and p.lse.data is None  # not given: the library does not write it
+    assert (p.cu_seqlens_q, p.cu_seqlens_k, p.seqused_q, p.seqused_k) == (cu_q.data_ptr(), cu_k.data_ptr(),
+                                                                          used.data_ptr(), None)
+    assert (p.varlen_batch, p.max_seqlen_q, p.max_seqlen_k) == (3, 20, 30)
+    assert p.q.rank == 3 and list(p.q.shape)[:3] == [30, 4, 128]
+
+
+def test_backward_marshalling(recording_lib):
+    from flash3 import _lib, _ops
+
+    recording_lib.workspace = 1 << 20  # large: allocated per call, not cached
+    q = torch.randn(1, 8, 4, 64).to(BF16)
+    k = torch.randn(1, 12, 2, 64).to(BF16)
+    out = torch.randn(1, 8, 4, 64).to(BF16)
+    lse = torch.randn(1, 4, 8)
+    dout = torch.randn(1, 8, 4, 64).to(BF16)
+    dq, dk, dv = _ops.bwd_impl(dout, q, k, k, out, lse, None, None, None, None, 0, 0, 0.125, False, -1, 3, 2.0, True)
+    assert dq.shape == q.shape and dk.shape == k.shape and dv.shape == k.shape
+    p = recording_lib.params("backward")
+    assert _tensor_fields(p.dout) == (dout.data_ptr(), _lib.DTYPE_BFLOAT16, 4, [1, 8, 4, 64], list(dout.stride()))
+    assert (p.dq.data, p.dk.data, p.dv.data) == (dq.data_ptr(), dk.data_ptr(), dv.data_ptr())
+    assert (p.out.data, p.lse.data, p.lse.dtype) == (out.data_ptr(), lse.data_ptr(), _lib.DTYPE_FLOAT32)
+    assert (p.deterministic, p.window_left, p.window_right, p.softcap) == (1, -1, 3, 2.0)
+    assert p.workspace_bytes == 1 << 20 and p.workspace != 0 and p.stream == 0x5000

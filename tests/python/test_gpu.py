@@ -308,32 +308,6 @@ def test_cuda_graph_capture_and_replay():
         check_close(f"replay seed {seed}", out, ref, low)
 
 
-def test_cuda_graph_training_step():
-    """Forward + backward captured together (skipped while the backward is not built)."""
-    g = gen(4)
-    q, k, v = (make((1, 128, 2, 64), torch.bfloat16, g, grad=True) for _ in range(3))
-    with kernel_or_skip():
-        out = flash3.flash_attn_func(q, k, v)
-    backward_or_skip(lambda: out.sum().backward())
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        for _ in range(2):
-            q.grad = k.grad = v.grad = None
-            flash3.flash_attn_func(q, k, v).sum().backward()
-    torch.cuda.current_stream().wait_stream(s)
-    graph = torch.cuda.CUDAGraph()
-    q.grad = k.grad = v.grad = None
-    with torch.cuda.graph(graph):
-        flash3.flash_attn_func(q, k, v).float().pow(2).sum().backward()
-    graph.replay()
-    torch.cuda.synchronize()
-    qr, kr, vr = (t.detach().clone().requires_grad_(True) for t in (q, k, v))
-    ref, _ = reference(qr, kr, vr)
-    ref.float().pow(2).sum().backward()
-    assert torch.allclose(q.grad.float(), qr.grad.float(), atol=5e-2, rtol=5e-2)
-
-
 def test_runs_on_the_current_stream():
     """On a side stream held back by a long sleep, inputs are written and flash3 is called; if flash3 launched on
     any other stream it would read the NaN-poisoned inputs before they were written."""
@@ -437,3 +411,42 @@ def test_eager_fast_path_matches_custom_op(part, monkeypatch):
     g_slow = torch.autograd.grad(slow[0], (q, k, v), dout)
     for a, b_ in zip(g_fast, g_slow):
         assert torch.equal(a, b_)
+
+
+# Last in the file on purpose: a failed capture leaves torch's CUDA RNG in capture mode, which would fail every later
+# test that draws random numbers on the GPU.
+def test_cuda_graph_training_step():
+    """Forward + backward captured together, following PyTorch's whole-network capture recipe: the leaves are made
+    and warmed up on a side stream (a leaf first used on the legacy default stream ties its gradient accumulation to
+    that stream, which a capture may not touch), then captured and replayed against an fp32 reference."""
+    shape = (1, 128, 2, 64)
+    probe = [make(shape, torch.bfloat16, gen(3), grad=True) for _ in range(3)]
+    with kernel_or_skip():
+        out = flash3.flash_attn_func(*probe)
+    backward_or_skip(lambda: out.sum().backward())
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        g = gen(4)
+        q, k, v = (make(shape, torch.bfloat16, g, grad=True) for _ in range(3))
+        for _ in range(3):
+            q.grad = k.grad = v.grad = None
+            flash3.flash_attn_func(q, k, v).float().pow(2).sum().backward()
+    torch.cuda.current_stream().wait_stream(s)
+    graph = torch.cuda.CUDAGraph()
+    q.grad = k.grad = v.grad = None
+    with torch.cuda.graph(graph):
+        flash3.flash_attn_func(q, k, v).float().pow(2).sum().backward()
+    for t in (q, k, v):
+        t.grad.fill_(float("nan"))
+    graph.replay()
+    torch.cuda.synchronize()
+    qr, kr, vr = (t.detach().clone().requires_grad_(True) for t in (q, k, v))
+    ref, _ = reference(qr, kr, vr)
+    ref.float().pow(2).sum().backward()
+    ql, kl, vl = (t.detach().clone().requires_grad_(True) for t in (q, k, v))
+    low, _ = reference(ql, kl, vl, upcast=False)
+    low.float().pow(2).sum().backward()
+    for name, x, r, lo in (("dq", q.grad, qr.grad, ql.grad), ("dk", k.grad, kr.grad, kl.grad),
+                           ("dv", v.grad, vr.grad, vl.grad)):
+        check_close(f"replayed {name}", x, r, lo)
