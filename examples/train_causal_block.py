@@ -67,7 +67,7 @@ def build(torch, use_flash3, vocab, dim, heads, kv_heads, dtype):
     return Block().to("cuda", dtype)
 
 
-def train(torch, model, data, steps, lr, compile_model):
+def train(torch, name, model, data, steps, lr, compile_model):
     import torch.nn.functional as F
 
     step_fn = torch.compile(model, fullgraph=True) if compile_model else model
@@ -81,6 +81,7 @@ def train(torch, model, data, steps, lr, compile_model):
         loss.backward()
         opt.step()
         losses.append(loss.item())
+        print(f"  {name} step {i}: loss {losses[-1]:.4f}", flush=True)
     return losses
 
 
@@ -119,7 +120,7 @@ def main():
     for name, use_flash3 in (("sdpa", False), ("flash3", True)):
         model = build(torch, use_flash3, vocab, args.dim, heads, kv_heads, dtype)
         try:
-            results[name] = train(torch, model, data, args.steps, args.lr, args.compile)
+            results[name] = train(torch, name, model, data, args.steps, args.lr, args.compile)
         except NotImplementedError as e:
             print(f"train_causal_block: flash3 cannot train here: {e}")
             return 2
