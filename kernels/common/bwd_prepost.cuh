@@ -4,8 +4,9 @@
 //                and a zeroed dQ accumulator row. Rows that take no part (past the used length, inside the padding)
 //                get D = 0 and lse_log2 = +inf, which makes their P, and with it their dS, exactly 0 in the main
 //                kernel, so the main kernel never masks query rows.
-//   postprocess  dQ = accumulator * softmax_scale in the input dtype, for every allocated row (0 where unused).
-// One warp per row; blocks of kPrepostRows rows per (batch, head).
+// One warp per row; blocks of kPrepostRows rows per (batch, head). The postprocess (dQ = accumulator * scale in the
+// input dtype) reads the accumulator in the main kernel's fragment order, so it lives beside that kernel
+// (kernels/sm90/bwd_postprocess_sm90.hpp).
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -60,24 +61,7 @@ __global__ void __launch_bounds__(kPrepostThreads) bwd_preprocess_kernel(BwdPara
   }
 }
 
-template <class Element>
-__global__ void __launch_bounds__(kPrepostThreads) bwd_postprocess_kernel(BwdParams const p) {
-  int const batch = blockIdx.z, head = blockIdx.y;
-  int const allocated = bwd_allocated_q(p, batch);
-  int const lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  int64_t const scratch_row = bwd_scratch_row(p, batch, head);
-  bool const varlen = p.cu_seqlens_q != nullptr;
-  int64_t const offset_q = varlen ? p.cu_seqlens_q[batch] : 0;
-  auto* dq = static_cast<Element*>(p.dq) + (varlen ? 0 : batch * p.dq_batch_stride) + head * p.dq_head_stride;
-  int const row_end = min(allocated, int(blockIdx.x + 1) * kPrepostRows);
-  for (int row = blockIdx.x * kPrepostRows + warp; row < row_end; row += kPrepostThreads / 32) {
-    float const* acc = p.dq_accum + (scratch_row + row) * p.head_dim_rounded;
-    Element* out = dq + (offset_q + row) * p.dq_row_stride;
-    for (int c = lane; c < p.head_dim; c += 32) { out[c] = Element(acc[c] * p.softmax_scale); }
-  }
-}
-
-// Grid of the pre/postprocess: enough row blocks for the longest (padded) sequence, per head and batch.
+// Grid of the preprocess: enough row blocks for the longest (padded) sequence, per head and batch.
 inline dim3 bwd_prepost_grid(BwdParams const& p) {
   int const max_rows = (p.seqlen_q + kBwdScratchRowPad - 1) / kBwdScratchRowPad * kBwdScratchRowPad;
   return dim3((max_rows + kPrepostRows - 1) / kPrepostRows, p.num_heads, p.batch);

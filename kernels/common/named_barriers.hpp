@@ -1,4 +1,4 @@
-// Named-barrier ids used by the forward kernels, and thin wrappers. Ids are offsets above CUTLASS's reserved ones.
+// Named-barrier ids used by the forward and backward kernels, and thin wrappers. Ids are offsets above CUTLASS's reserved ones.
 #pragma once
 
 #include <cutlass/arch/barrier.h>
@@ -13,16 +13,25 @@ enum class FwdNamedBarrier : uint32_t {
   // Dynamic tile walk: hand-over of the next tile index from the producer warp to the consumers.
   kTileReady = 3,
   kTileConsumed = 4,
-  // Backward: both consumer warpgroups wrote their dS^T tile (dQ = dS K reads both halves).
-  kBwdDsReady = 5,
-  // Backward, deterministic mode: this CTA's turn to add into a dQ block.
-  kBwdDqTurn = 6,
+};
+
+// Named-barrier ids of the backward kernels (a separate kernel, so the ids may overlap the forward's).
+enum class BwdNamedBarrier : uint32_t {
+  kDsReady = 0,  // both consumer warpgroups wrote their dS^T tile (dQ = dS K reads both halves)
+  kDqFull = 1,   // the consumers wrote the step's dQ into shared memory (the dQ writer warp waits)
+  kDqEmpty = 2,  // the dQ writer's bulk reduction has read that buffer (the consumers wait)
 };
 
 CUTLASS_DEVICE void named_barrier_sync(uint32_t num_threads, FwdNamedBarrier id) {
   cutlass::arch::NamedBarrier::sync(num_threads, static_cast<uint32_t>(id));
 }
 CUTLASS_DEVICE void named_barrier_arrive(uint32_t num_threads, FwdNamedBarrier id) {
+  cutlass::arch::NamedBarrier::arrive(num_threads, static_cast<uint32_t>(id));
+}
+CUTLASS_DEVICE void named_barrier_sync(uint32_t num_threads, BwdNamedBarrier id) {
+  cutlass::arch::NamedBarrier::sync(num_threads, static_cast<uint32_t>(id));
+}
+CUTLASS_DEVICE void named_barrier_arrive(uint32_t num_threads, BwdNamedBarrier id) {
   cutlass::arch::NamedBarrier::arrive(num_threads, static_cast<uint32_t>(id));
 }
 

@@ -1,6 +1,7 @@
 // The sm90 (Hopper) backward kernel: warp-specialised, one CTA per (key block, kv head, batch).
 //
-//   warpgroup 0        producer: setmaxnreg down, one thread issues all loads (MainloopBwdSm90Load)
+//   warpgroup 0        producer: setmaxnreg down; warp 0: one thread issues all loads (MainloopBwdSm90Load);
+//                      warp 1: adds each step's dQ into the fp32 accumulator (DqWriterBwdSm90)
 //   warpgroups 1..2    consumers: setmaxnreg up, the five GEMMs per query block (MainloopBwdSm90Mma), then dK/dV
 //
 // Both roles derive the same CtaWork (query heads of the group, query blocks that see the key block), so the Q/dO
@@ -16,6 +17,7 @@
 #include "kernels/common/mask.hpp"
 #include "kernels/common/seqlen_info.hpp"
 #include "kernels/sm90/bwd_kernel_traits_sm90.hpp"
+#include "kernels/sm90/collective/dq_writer_bwd_sm90.hpp"
 #include "kernels/sm90/collective/epilogue_bwd_sm90.hpp"
 #include "kernels/sm90/collective/mainloop_bwd_sm90_load.hpp"
 #include "kernels/sm90/collective/mainloop_bwd_sm90_mma.hpp"
@@ -84,6 +86,8 @@ struct BwdKernelSm90 {
       cutlass::arch::warpgroup_reg_dealloc<Traits::kProducerRegisters>();
       if (warp_idx == 0 && work.has_steps() && cute::elect_one_sync()) {
         MainloopBwdSm90Load<Traits>::load_cta(params, smem, pipeline_q, pipeline_do, work);
+      } else if (warp_idx == 1 && work.has_steps()) {
+        DqWriterBwdSm90<Traits>::run(params.bwd, smem, work);
       }
     } else {
       cutlass::arch::warpgroup_reg_alloc<Traits::kConsumerRegisters>();

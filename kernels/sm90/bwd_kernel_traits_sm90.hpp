@@ -41,6 +41,7 @@ struct BwdTraitsSm90 {
   static constexpr int kNumMmaWarpgroups = 2;
   static constexpr int kNumMmaThreads = kNumMmaWarpgroups * cutlass::NumThreadsPerWarpGroup;
   static constexpr int kNumThreads = kNumMmaThreads + cutlass::NumThreadsPerWarpGroup;
+  static constexpr int kDqWriterThreads = 32;  // warp 1 of the producer warpgroup (see dq_writer_bwd_sm90.hpp)
   static constexpr int kProducerRegisters = 24;
   static constexpr int kConsumerRegisters = 240;
   static_assert(kBwdScratchRowPad % kBlockM == 0);
@@ -110,6 +111,14 @@ struct BwdTraitsSm90 {
   static constexpr uint32_t kTmaBytesdO = kBlockM * kHeadDimV * sizeof(Element) + kRowStatBytes;
   static constexpr uint32_t kTmaBytesKV = kBlockN * (kHeadDim + kHeadDimV) * sizeof(Element);
 
+  // dQ of one step goes consumer registers -> shared memory -> one bulk reduce-add into the fp32 accumulator. The
+  // shared (and so the global) order is fragment order, interleaved by float4: element i of consumer thread t sits
+  // at float4 index (i / 4) * kNumMmaThreads + t, so the consumers' 16-byte stores are bank-conflict free. The
+  // postprocess maps the order back to (row, col) with the same MMA partition.
+  static constexpr int kDqValuesPerThread = kBlockM * kHeadDim / kNumMmaThreads;
+  static_assert(kDqValuesPerThread % 4 == 0);
+  static constexpr uint32_t kDqBytes = kBlockM * kHeadDim * sizeof(float);
+
   using PipelineQ = TmaPipeline<kStages>;  // Q + lse_log2 slice; also used for dO + dpsum slice
 
   struct SharedStorage {
@@ -118,6 +127,7 @@ struct BwdTraitsSm90 {
     alignas(1024) cute::array_aligned<Element, cute::cosize_v<SmemLayoutQ>> q;
     alignas(1024) cute::array_aligned<Element, cute::cosize_v<SmemLayoutdO>> dout;
     alignas(1024) cute::array_aligned<Element, cute::cosize_v<SmemLayoutdSt>> ds;
+    alignas(128) float dq_acc[kBlockM * kHeadDim];
     alignas(16) float lse_log2[kStages][kBlockM];
     alignas(16) float dpsum[kStages][kBlockM];
     typename PipelineQ::SharedStorage pipeline_q;

@@ -11,6 +11,7 @@
 #include "kernels/common/bwd_params.hpp"
 #include "kernels/common/bwd_prepost.cuh"
 #include "kernels/sm90/bwd_kernel_sm90.hpp"
+#include "kernels/sm90/bwd_postprocess_sm90.hpp"
 
 namespace flash3 {
 
@@ -83,8 +84,9 @@ void run_bwd_sm90(BwdParams const& p, cudaStream_t stream) {
     if (err != cudaSuccess) { fail(err, "main kernel launch"); }
   }
 
-  if (prepost_grid.x > 0) {
-    bwd_postprocess_kernel<Element><<<prepost_grid, kPrepostThreads, 0, stream>>>(p);
+  dim3 const post_grid((p.seqlen_q + Traits::kBlockM - 1) / Traits::kBlockM, p.num_heads, p.batch);
+  if (post_grid.x > 0) {
+    bwd_postprocess_sm90<Traits><<<post_grid, Traits::kNumMmaThreads, 0, stream>>>(p);
     if ((err = cudaGetLastError()) != cudaSuccess) { fail(err, "postprocess launch"); }
   }
 }

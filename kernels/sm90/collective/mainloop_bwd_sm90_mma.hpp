@@ -4,7 +4,8 @@
 // Order inside a step, chosen so the tensor cores always have queued work while the warpgroup does element-wise math:
 //   issue S^T, issue dP^T | wait S^T, exp2 -> P^T (dP^T still running) | wait dP^T, dS^T |
 //   issue dV += P^T dO | store dS^T to shared memory (dV running) | issue dK += dS^T Q |
-//   both warpgroups' dS^T visible -> issue dQ = dS K | wait all, release Q/dO, add dQ into the fp32 accumulator.
+//   both warpgroups' dS^T visible -> issue dQ = dS K | wait all, release Q/dO, dQ to shared memory, from where the
+//   dQ writer warp (dq_writer_bwd_sm90.hpp) adds it into the fp32 accumulator while the next step runs.
 #pragma once
 
 #include <cute/tensor.hpp>
@@ -20,24 +21,6 @@
 
 namespace flash3 {
 
-// Deterministic mode: dQ of a query block is summed over key blocks in ascending order, one CTA at a time. A CTA
-// waits until `ticket` key blocks before it have added theirs, adds, then passes the turn on. CTAs of lower key
-// blocks have lower block indices and start earlier, so the wait always ends.
-CUTLASS_DEVICE void wait_dq_turn(int32_t const* semaphore, int ticket, bool is_leader, int num_threads) {
-  if (is_leader) {
-    int32_t seen;
-    do {
-      asm volatile("ld.acquire.gpu.global.s32 %0, [%1];" : "=r"(seen) : "l"(semaphore) : "memory");
-    } while (seen != ticket);
-  }
-  named_barrier_sync(num_threads, FwdNamedBarrier::kBwdDqTurn);
-}
-CUTLASS_DEVICE void pass_dq_turn(int32_t* semaphore, bool is_leader, int num_threads) {
-  __threadfence();  // every thread's dQ additions are performed before the turn moves on
-  named_barrier_sync(num_threads, FwdNamedBarrier::kBwdDqTurn);
-  if (is_leader) { atomicAdd(semaphore, 1); }
-}
-
 template <class Traits>
 struct MainloopBwdSm90Mma {
   using Element = typename Traits::Element;
@@ -45,6 +28,7 @@ struct MainloopBwdSm90Mma {
   using State = PipelineState<Traits::kStages>;
   using TileShapeSt = cute::Shape<typename Traits::BlockN, typename Traits::BlockM>;  // (keys, queries)
   using TileShapedQ = cute::Shape<typename Traits::BlockM, typename Traits::HeadDim>;
+  static constexpr int kDqBarrierThreads = Traits::kNumMmaThreads + Traits::kDqWriterThreads;
 
   template <class Params, class Work, class TensordK, class TensordV>
   CUTLASS_DEVICE static void compute_cta(Params const& params, typename Traits::SharedStorage& smem,
@@ -53,7 +37,6 @@ struct MainloopBwdSm90Mma {
     using namespace cute;
     BwdParams const& p = params.bwd;
     bool const is_wg_leader = (threadIdx.x % cutlass::NumThreadsPerWarpGroup) == 0;
-    bool const is_consumer_leader = mma_thread_idx == 0;
 
     Tensor sK = make_tensor(make_smem_ptr(smem.k.data()), typename Traits::SmemLayoutK{})(_, _, _0{});
     Tensor sKt = make_tensor(make_smem_ptr(smem.k.data()), typename Traits::SmemLayoutKt{})(_, _, _0{});
@@ -92,9 +75,7 @@ struct MainloopBwdSm90Mma {
     Tensor tScS = thr_s.partition_C(make_identity_tensor(TileShapeSt{}));
     Tensor tScS_rc = make_tensor(tScS.data(), accumulator_rowcol_layout(tScS.layout()));
     Tensor tdQrdQ = partition_fragment_C(mma_dq, TileShapedQ{});
-    Tensor tdQcdQ = thr_dq.partition_C(make_identity_tensor(TileShapedQ{}));
-    Tensor tdQrdQ_rc = make_tensor(tdQrdQ.data(), accumulator_rowcol_layout(tdQrdQ.layout()));
-    Tensor tdQcdQ_rc = make_tensor(tdQcdQ.data(), accumulator_rowcol_layout(tdQcdQ.layout()));
+    static_assert(decltype(size(tdQrdQ))::value == Traits::kDqValuesPerThread);
 
     // dS^T registers -> shared memory with stmatrix (8x8 16-bit tiles, 16 contiguous bytes per row: the queries).
     auto r2s_ds = make_tiled_copy_C(Copy_Atom<SM90_U32x4_STSM_N, Element>{}, mma_s);
@@ -109,8 +90,6 @@ struct MainloopBwdSm90Mma {
     State state;
     int step = 0;
     for (int g = 0; g < work.group; ++g) {
-      int const head = work.head_k * work.group + g;
-      int64_t const scratch_row = bwd_scratch_row(p, work.batch, head);
       for (int m_block = work.m_begin; m_block < work.m_end; ++m_block, ++step) {
         pipeline_q.consumer_wait(state);
         wgmma_gemm<true>(mma_s, tSrK, tSrQ(_, _, _, state.index), tSrS);
@@ -169,31 +148,23 @@ struct MainloopBwdSm90Mma {
         // then meet. Double buffering dS means this one barrier per step also orders the next step's stores after
         // the other warpgroup's dQ GEMM of the previous step (it waited for that GEMM before arriving here).
         cutlass::arch::fence_view_async_shared();
-        named_barrier_sync(Traits::kNumMmaThreads, FwdNamedBarrier::kBwdDsReady);
+        named_barrier_sync(Traits::kNumMmaThreads, BwdNamedBarrier::kDsReady);
         wgmma_gemm<true>(mma_dq, tdQrdS(_, _, _, ds_buffer), tdQrKt, tdQrdQ);
         warpgroup_wait<0>();
         pipeline_q.consumer_release(state, is_wg_leader);
         pipeline_do.consumer_release(state, is_wg_leader);
         state.advance();
 
-        // dQ partial of this key block -> the fp32 accumulator (rows padded, columns = the compiled head dim).
-        int32_t* semaphore = p.dq_semaphore + scratch_row / Traits::kBlockM + m_block;
-        if (p.deterministic) {
-          int const ticket = work.n_block - work.mask.trips(m_block).n_begin;
-          wait_dq_turn(semaphore, ticket, is_consumer_leader, Traits::kNumMmaThreads);
-        }
-        float* dq_block = p.dq_accum + (scratch_row + int64_t(m_block) * Traits::kBlockM) * Traits::kHeadDim;
+        // dQ of this key block -> shared memory (fragment order), for the writer warp's bulk reduce-add.
+        named_barrier_sync(kDqBarrierThreads, BwdNamedBarrier::kDqEmpty);
+        float4* dq_smem = reinterpret_cast<float4*>(smem.dq_acc);
         CUTE_UNROLL
-        for (int r = 0; r < size<0>(tdQrdQ_rc); ++r) {
-          int const row = int(get<0>(tdQcdQ_rc(r, 0)));
-          CUTE_UNROLL
-          for (int c = 0; c < size<1>(tdQrdQ_rc); c += 2) {
-            int const col = int(get<1>(tdQcdQ_rc(r, c)));
-            atomicAdd(reinterpret_cast<float2*>(dq_block + row * Traits::kHeadDim + col),
-                      make_float2(tdQrdQ_rc(r, c), tdQrdQ_rc(r, c + 1)));
-          }
+        for (int i = 0; i < Traits::kDqValuesPerThread / 4; ++i) {
+          dq_smem[i * Traits::kNumMmaThreads + mma_thread_idx] =
+              make_float4(tdQrdQ(4 * i), tdQrdQ(4 * i + 1), tdQrdQ(4 * i + 2), tdQrdQ(4 * i + 3));
         }
-        if (p.deterministic) { pass_dq_turn(semaphore, is_consumer_leader, Traits::kNumMmaThreads); }
+        cutlass::arch::fence_view_async_shared();
+        named_barrier_arrive(kDqBarrierThreads, BwdNamedBarrier::kDqFull);
       }
     }
   }
