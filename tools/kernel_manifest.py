@@ -72,8 +72,12 @@ def _field_str(k, field):
 
 
 def select(filter_spec):
-    """filter_spec: 'all', 'none', or ';'-separated 'field=v1,v2' clauses that must all match."""
+    """filter_spec: 'all', 'none', or ';'-separated 'field=v1,v2' clauses that must all match; several such specs
+    joined by '|' select the union (e.g. 'dir=bwd|dtype=bf16;hdim=128')."""
     spec = (filter_spec or "all").strip()
+    if "|" in spec:
+        chosen = {kernel_name(k) for alt in spec.split("|") for k in select(alt)}
+        return [k for k in all_kernels() if kernel_name(k) in chosen]
     kernels = all_kernels()
     if spec == "all":
         return kernels
