@@ -87,7 +87,14 @@ struct BwdTraitsSm90 {
   using SmemLayoutQt = Transposed<SmemLayoutQ, kBlockM, kHeadDim, kStages>;
   using SmemLayoutdO = KMajorTile<kBlockM, kHeadDimV, kStages>;
   using SmemLayoutdOt = Transposed<SmemLayoutdO, kBlockM, kHeadDimV, kStages>;
-  using SmemLayoutK = KMajorTile<kBlockN, kHeadDim, 1>;
+  // K is also the MN-major B operand of dQ = dS K, whose N (head dim) is split between the warpgroups: each half
+  // must be whole swizzle atoms (an MN-major atom spans 64 / 32 / 16 elements for 128 / 64 / 32-byte swizzles).
+  using KSwizzleAtom = cute::conditional_t<
+      (kHeadDim / kNumMmaWarpgroups) % 64 == 0, cute::GMMA::Layout_K_SW128_Atom<Element>,
+      cute::conditional_t<(kHeadDim / kNumMmaWarpgroups) % 32 == 0, cute::GMMA::Layout_K_SW64_Atom<Element>,
+                          cute::GMMA::Layout_K_SW32_Atom<Element>>>;
+  using SmemLayoutK =
+      decltype(cute::tile_to_shape(KSwizzleAtom{}, cute::Shape<BlockN, HeadDim, cute::_1>{}));
   using SmemLayoutKt = Transposed<SmemLayoutK, kBlockN, kHeadDim, 1>;
   using SmemLayoutV = KMajorTile<kBlockN, kHeadDimV, 1>;
   // dS^T as the warpgroups hold it (keys, queries), double-buffered; dS is its (queries, keys) view for dQ = dS K.
