@@ -180,6 +180,35 @@ def new_params(*, cu_seqlens_q=0, cu_seqlens_k=0, seqused_q=0, seqused_k=0, varl
     return buf
 
 
+def _tensor_format(rank):
+    """struct format of one flash3_tensor of the given rank (unused shape/stride slots left as zero bytes)."""
+    if rank == 0:
+        return f"{_TENSOR_PACK.size}x"
+    pad = (MAX_RANK - rank) * 8
+    gap = f"{pad}x" if pad else ""
+    return f"Qii{rank}q{gap}{rank}q{gap}"
+
+
+_FORWARD_PACKERS = {}
+
+
+def forward_packer(ranks):
+    """One struct.Struct that fills a whole forward params struct in one pack_into, from offset 0: struct_size;
+    q, k, v, out, lse with the given ranks (a 5-tuple; lse 0 = not given); dout..dv left zero; then the scalar block
+    (cu_seqlens_q ... workspace_bytes, as new_params packs it). Descales are packed separately when given."""
+    packer = _FORWARD_PACKERS.get(ranks)
+    if packer is None:
+        if any(r > MAX_RANK for r in ranks):
+            raise ValueError(f"flash3: tensors of rank > {MAX_RANK} cannot be described to libflash3 (ranks {ranks})")
+        fmt = "<Q" + "".join(_tensor_format(r) for r in ranks)
+        fmt += f"{_SCALAR_OFFSET - _offset('dout')}x" + _SCALAR_PACK.format.lstrip("<")
+        packer = struct.Struct(fmt)
+        if _offset("dout") != 8 + 5 * _TENSOR_PACK.size or packer.size != _offset("workspace_bytes") + 8:
+            raise AssertionError("flash3._lib: forward packer does not match the params layout")
+        _FORWARD_PACKERS[ranks] = packer
+    return packer
+
+
 _WORKSPACE_OFFSET = _offset("workspace")
 _WORKSPACE_PACK = struct.Struct("<Qq")  # workspace, workspace_bytes (adjacent)
 assert _offset("workspace_bytes") == _WORKSPACE_OFFSET + 8

@@ -5,6 +5,7 @@ check arguments first) and allocate their outputs and the device workspace with 
 libflash3 on the current stream of the tensors' device. flash3 itself never allocates, so a call can be captured in
 a CUDA graph; the fake implementations compute shapes only, so torch.compile traces a model through them.
 """
+import ctypes
 from typing import Optional, Tuple
 
 import torch
@@ -29,23 +30,28 @@ _ZEROS = (0,) * _lib.MAX_RANK
 _UNIT16 = {dt: 16 // torch.empty(0, dtype=dt).element_size() for dt in _TORCH_DTYPES}
 
 
+def _code(t):
+    """flash3_dtype of a tensor; -1 (which libflash3 rejects, naming the tensor) for dtypes it has no code for."""
+    return _TORCH_DTYPES.get(t.dtype, -1)
+
+
 def _put(buf, field, t):
     """Packs a tensor flash3 only writes (or an optional one, None = not given) into the params buffer."""
     if t is not None:
         shape = t.shape
         pad = _ZEROS[len(shape):]
-        _TENSOR_PACK.pack_into(buf, _OFFSETS[field], t.data_ptr(), _TORCH_DTYPES[t.dtype], len(shape), *shape, *pad,
-                               *t.stride(), *pad)
+        _TENSOR_PACK.pack_into(buf, _OFFSETS[field], t.data_ptr(), _code(t), len(shape), *shape, *pad, *t.stride(),
+                               *pad)
 
 
-def _put_input(buf, field, t):
-    """Packs an input, first copying it when flash3 cannot read it in place (last dim not contiguous, a stride or
-    the start address not a multiple of 16 bytes: the library's own rule). Returns the tensor packed, which the
-    caller keeps alive until the launch is queued (a temporary freed earlier could be handed to a later
-    allocation of the same call)."""
+def _readable(t):
+    """(tensor, data pointer, strides) of an input as flash3 will read it: t itself, or a contiguous copy when flash3
+    cannot read t in place (last dim not contiguous, a stride or the start address not a multiple of 16 bytes: the
+    library's own rule). The caller keeps the returned tensor alive until the launch is queued (a temporary freed
+    earlier could be handed to a later allocation of the same call)."""
     strides = t.stride()
     ptr = t.data_ptr()
-    unit = _UNIT16[t.dtype]
+    unit = _UNIT16.get(t.dtype, 1)
     ok = strides[-1] == 1 and ptr % 16 == 0
     if ok:
         for st in strides[:-1]:
@@ -56,10 +62,15 @@ def _put_input(buf, field, t):
         t = t.clone(memory_format=torch.contiguous_format)
         strides = t.stride()
         ptr = t.data_ptr()
+    return t, ptr, strides
+
+
+def _put_input(buf, field, t):
+    """Packs an input (copied first if flash3 cannot read it in place, see _readable); returns what was packed."""
+    t, ptr, strides = _readable(t)
     shape = t.shape
     pad = _ZEROS[len(shape):]
-    _TENSOR_PACK.pack_into(buf, _OFFSETS[field], ptr, _TORCH_DTYPES[t.dtype], len(shape), *shape, *pad, *strides,
-                           *pad)
+    _TENSOR_PACK.pack_into(buf, _OFFSETS[field], ptr, _code(t), len(shape), *shape, *pad, *strides, *pad)
     return t
 
 
@@ -177,20 +188,27 @@ def fwd_impl(q, k, v, cu_seqlens_q, cu_seqlens_k, seqused_q, seqused_k, max_seql
     out_shape, lse_shape = _out_shapes(q, v, cu_seqlens_q)
     out = torch.empty(out_shape, dtype=_out_dtype(q), device=device)
     lse = torch.empty(lse_shape, dtype=torch.float32, device=device) if need_lse else None
-    buf = _lib.new_params(
-        cu_seqlens_q=_ptr(cu_seqlens_q), cu_seqlens_k=_ptr(cu_seqlens_k), seqused_q=_ptr(seqused_q),
-        seqused_k=_ptr(seqused_k), varlen_batch=_varlen_batch(cu_seqlens_q), max_seqlen_q=max_seqlen_q,
-        max_seqlen_k=max_seqlen_k, softmax_scale=softmax_scale, causal=causal, window_left=window_left,
-        window_right=window_right, softcap=softcap, deterministic=False)
-    kept = (_put_input(buf, "q", q), _put_input(buf, "k", k), _put_input(buf, "v", v))
-    _put(buf, "out", out)
-    _put(buf, "lse", lse)
+    # The whole struct in one pack_into (this runs on every call; see _lib.forward_packer).
+    q, q_ptr, q_strides = _readable(q)
+    k, k_ptr, k_strides = _readable(k)
+    v, v_ptr, v_strides = _readable(v)
+    q_shape, k_shape, v_shape = q.shape, k.shape, v.shape
+    values = [_lib.PARAMS_SIZE, q_ptr, _code(q), len(q_shape), *q_shape, *q_strides,
+              k_ptr, _code(k), len(k_shape), *k_shape, *k_strides, v_ptr, _code(v), len(v_shape), *v_shape, *v_strides,
+              out.data_ptr(), _code(out), len(out_shape), *out_shape, *out.stride()]
+    if lse is not None:
+        values += (lse.data_ptr(), _lib.DTYPE_FLOAT32, len(lse_shape), *lse_shape, *lse.stride())
+    values += (_ptr(cu_seqlens_q), _ptr(cu_seqlens_k), _ptr(seqused_q), _ptr(seqused_k), _varlen_batch(cu_seqlens_q),
+               max_seqlen_q, max_seqlen_k, softmax_scale, int(causal), window_left, window_right, softcap, 0, 0, 0, 0)
+    ranks = (len(q_shape), len(k_shape), len(v_shape), len(out_shape), 0 if lse is None else len(lse_shape))
+    buf = ctypes.create_string_buffer(_lib.PARAMS_SIZE)
+    _lib.forward_packer(ranks).pack_into(buf, 0, *values)
     if q_descale is not None or k_descale is not None or v_descale is not None:
         _put(buf, "q_descale", q_descale)
         _put(buf, "k_descale", k_descale)
         _put(buf, "v_descale", v_descale)
     _call(lib.forward, lib.forward_workspace_size, buf, idx, device)
-    del kept
+    del q, k, v  # (held until here: possibly copies made above)
     return out, lse
 
 

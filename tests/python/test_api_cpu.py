@@ -1,10 +1,11 @@
 """The Python API without a GPU: argument checks, NotImplementedError for unbuilt features, the fake (meta) ops,
 the autograd wiring and torch.compile tracing, all on meta tensors (shapes only, nothing runs)."""
+import ctypes
 import inspect
 
 import pytest
 
-from conftest import needs_torch
+from conftest import needs_lib, needs_torch
 
 torch = pytest.importorskip("torch", reason="PyTorch is not installed")
 
@@ -381,3 +382,26 @@ def test_backward_marshalling(recording_lib):
     assert (p.out.data, p.lse.data, p.lse.dtype) == (out.data_ptr(), lse.data_ptr(), _lib.DTYPE_FLOAT32)
     assert (p.deterministic, p.window_left, p.window_right, p.softcap) == (1, -1, 3, 2.0)
     assert p.workspace_bytes == 1 << 20 and p.workspace != 0 and p.stream == 0x5000
+
+
+@needs_lib
+def test_marshalled_params_pass_the_real_library_validation(recording_lib):
+    """The bytes fwd_impl/bwd_impl hand over, checked by libflash3's own validation (for sm_90, launching nothing):
+    valid calls pass; a rank mismatch that only a direct op call can produce is the library's ValueError."""
+    from flash3 import _lib, _ops
+
+    real = _lib.Library(_lib.candidate_paths()[0]) if _lib._library is None else _lib._library
+    q = torch.randn(2, 64, 4, 128).to(BF16)
+    k = torch.randn(2, 80, 2, 128).to(BF16)
+    _ops.fwd_impl(q, k, k, None, None, None, None, 0, 0, 0.1, True, 16, 0, 0.0, None, None, None, False)
+    buf = ctypes.create_string_buffer(recording_lib.calls[-1][1], _lib.PARAMS_SIZE)
+    real.validate_forward(buf, 90)
+    lse = torch.randn(2, 4, 64)
+    _ops.bwd_impl(q, q, k, k, q, lse, None, None, None, None, 0, 0, 0.1, True, -1, -1, 0.0, False)
+    buf = ctypes.create_string_buffer(recording_lib.calls[-1][1], _lib.PARAMS_SIZE)
+    real.validate_backward(buf, 90)
+    cu = torch.tensor([0, 64], dtype=torch.int32)
+    _ops.fwd_impl(q, k, k, cu, cu, None, None, 64, 80, 0.1, False, -1, -1, 0.0, None, None, None, False)
+    buf = ctypes.create_string_buffer(recording_lib.calls[-1][1], _lib.PARAMS_SIZE)
+    with pytest.raises(ValueError, match="rank"):
+        real.validate_forward(buf, 90)
