@@ -416,9 +416,10 @@ def test_eager_fast_path_matches_custom_op(part, monkeypatch):
 # Last in the file on purpose: a failed capture leaves torch's CUDA RNG in capture mode, which would fail every later
 # test that draws random numbers on the GPU.
 def test_cuda_graph_training_step():
-    """Forward + backward captured together, following PyTorch's whole-network capture recipe: the leaves are made
-    and warmed up on a side stream (a leaf first used on the legacy default stream ties its gradient accumulation to
-    that stream, which a capture may not touch), then captured and replayed against an fp32 reference."""
+    """Forward + backward captured together, then replayed against an fp32 reference. The leaves are first used,
+    warmed up and captured on one side stream: autograd ties a leaf's gradient accumulation to the stream of its
+    first use, and a capture fails when that is another stream (the legacy default stream always; see
+    torch.autograd.graph.set_override_stale_capture_stream in recent torch)."""
     shape = (1, 128, 2, 64)
     probe = [make(shape, torch.bfloat16, gen(3), grad=True) for _ in range(3)]
     with kernel_or_skip():
@@ -435,7 +436,7 @@ def test_cuda_graph_training_step():
     torch.cuda.current_stream().wait_stream(s)
     graph = torch.cuda.CUDAGraph()
     q.grad = k.grad = v.grad = None
-    with torch.cuda.graph(graph):
+    with torch.cuda.graph(graph, stream=s):
         flash3.flash_attn_func(q, k, v).float().pow(2).sum().backward()
     for t in (q, k, v):
         t.grad.fill_(float("nan"))
