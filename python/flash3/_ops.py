@@ -1,8 +1,8 @@
 """The torch.library ops: flash3::fwd and flash3::bwd, their fake (meta) implementations and the autograd formula.
 
-The ops take tensors whose layout flash3 accepts (the public functions in flash_attn_interface.py fix layouts and
-check arguments first) and allocate their outputs and the device workspace with torch's allocator, then call
-libflash3 on the current stream of the tensors' device. flash3 itself never allocates, so a call can be captured in
+The public functions in flash_attn_interface.py check arguments first. The implementations copy inputs whose layout
+flash3 cannot read in place, allocate outputs and the device workspace with torch's allocator, and call libflash3 on
+the current stream of the tensors' device. flash3 itself never allocates, so a call can be captured in
 a CUDA graph; the fake implementations compute shapes only, so torch.compile traces a model through them.
 """
 import ctypes
@@ -22,7 +22,6 @@ _TORCH_DTYPES = {
 if hasattr(torch, "float8_e4m3fn"):
     _TORCH_DTYPES[torch.float8_e4m3fn] = _lib.DTYPE_FLOAT8_E4M3
 
-_pack_tensor = _lib.pack_tensor
 _TENSOR_PACK = _lib._TENSOR_PACK
 _OFFSETS = _lib._TENSOR_OFFSETS
 _ZEROS = (0,) * _lib.MAX_RANK
