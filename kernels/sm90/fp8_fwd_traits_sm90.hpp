@@ -69,9 +69,16 @@ struct Fp8FwdTraitsSm90 {
   // Producer warpgroup: warp 0 issues TMA, warps 1..3 transpose V.
   static constexpr int kNumTransposeWarps = 3;
   static constexpr bool kPingpong = kNumMmaWarpgroups == 2;
-  // The transposer warps need more than the 24 registers of a TMA-only producer: 32 + 2 x 240 uses all 64K.
-  static constexpr int kProducerRegisters = kNumMmaWarpgroups == 2 ? 32 : 40;
-  static constexpr int kConsumerRegisters = kNumMmaWarpgroups == 2 ? 240 : 160;
+  // setmaxnreg moves registers within the CTA's launch allocation (384 threads x 168 = 64512 for 2 consumer
+  // warpgroups): 128 x 24 + 256 x 240 fills it exactly for a TMA-only producer. The transposer warps need more than
+  // 24 registers, so 40 + 232 (128 x 40 + 256 x 232 = 64512). (32 + 240 asked for 1024 registers more than the CTA
+  // holds: the consumers' setmaxnreg.inc waited forever.) 3 consumer warpgroups: 512 x 128 = 65536 = 128 x 32 +
+  // 384 x 160.
+  static constexpr int kProducerRegisters = kNumMmaWarpgroups == 2 ? 40 : 32;
+  static constexpr int kConsumerRegisters = kNumMmaWarpgroups == 2 ? 232 : 160;
+  static_assert(kProducerRegisters * 128 + kConsumerRegisters * kNumMmaThreads <=
+                    (65536 / kNumThreads) / 8 * 8 * kNumThreads,
+                "setmaxnreg budgets exceed the CTA's register allocation");
 
   using BlockM = cute::Int<kBlockM>;
   using BlockN = cute::Int<kBlockN>;

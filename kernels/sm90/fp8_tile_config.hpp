@@ -4,7 +4,9 @@
 // Shared memory (227 KB): Q kBlockM*d + stages * (K kBlockN*d + Vraw kBlockN*dv + Vt kBlockN*dv), 1 byte each.
 // Registers (240 per consumer thread): O (dv / 2 fp32) + S (kBlockN / 2 fp32) + P (kBlockN / 8 words). d = 256 with
 // kBlockN = 128 (FA3's FP8 tile; 224 KB of shared memory) spilled 850 bytes here: 128 + 64 + 32 = 224 registers of
-// tiles leave too few for the rest. kBlockN = 96 (multiple of 32, the FP8 WGMMA k step of P V): 200.
+// tiles leave too few for the rest, and kBlockN = 96 (200) still spilled 124-228 bytes at 240 registers; the consumers
+// get 232 (the V transposer needs 40 in the producer warpgroup), so kBlockN = 64 (176; a multiple of 32, the FP8
+// WGMMA k step of P V).
 #pragma once
 
 namespace flash3 {
@@ -18,7 +20,7 @@ struct Fp8TileConfig {
 constexpr Fp8TileConfig fp8_tile_config_sm90(int head_dim) {
   if (head_dim <= 64) return {128, 128, 2};
   if (head_dim <= 128) return {128, 128, 2};
-  return {128, 96, 2};
+  return {128, 64, 2};
 }
 
 }  // namespace flash3
