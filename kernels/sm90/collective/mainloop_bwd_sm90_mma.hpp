@@ -97,41 +97,52 @@ struct MainloopBwdSm90Mma {
         wgmma_gemm<true>(mma_dp, tdPrV, tdPrdO(_, _, _, state.index), tdPrdP);
         warpgroup_wait<1>();  // S^T ready, dP^T still running
 
-        // Scores -> P^T = exp2(score * scale_log2 - lse_log2[query]). With softcap the score is tanh(s * a) and
-        // d score / d s carries the factor (1 - tanh^2), kept for dS below (finite even where the mask hits).
-        float softcap_grad[kHasSoftcapStorage<Traits>(kScoresPerThread)];
+        // Scores -> P^T = exp2(score * scale_log2 - lse_log2[query]), dS^T = P^T * (dP^T - D[query]).
         if constexpr (Traits::kHasSoftcap) {
           CUTE_UNROLL
-          for (int i = 0; i < kScoresPerThread; ++i) {
-            float const t = fast_tanh(tSrS(i) * p.softcap_inv_scaled);
-            softcap_grad[i] = 1.f - t * t;
-            tSrS(i) = t;
-          }
+          for (int i = 0; i < kScoresPerThread; ++i) { tSrS(i) = fast_tanh(tSrS(i) * p.softcap_inv_scaled); }
         }
         if (work.mask.tile_needs_mask(m_block, work.n_block)) {
           work.mask.apply_transposed(tSrS_rc, tScS_rc, m_block, work.n_block);
         }
         float const* lse_log2 = smem.lse_log2[state.index];
-        CUTE_UNROLL
-        for (int c = 0; c < size<1>(tSrS_rc); ++c) {
-          float const lse = lse_log2[int(get<1>(tScS_rc(0, c)))];
-          CUTE_UNROLL
-          for (int r = 0; r < size<0>(tSrS_rc); ++r) { tSrS_rc(r, c) = fast_exp2(tSrS_rc(r, c) * scale_log2 - lse); }
-        }
-        warpgroup_wait<0>();  // dP^T ready
-
         float const* dpsum = smem.dpsum[state.index];
-        CUTE_UNROLL
-        for (int c = 0; c < size<1>(tdPrdP_rc); ++c) {
-          float const d = dpsum[int(get<1>(tScS_rc(0, c)))];
+        if constexpr (!Traits::kHasSoftcap) {
+          // The exps run while the dP^T GEMM is still on the tensor cores.
           CUTE_UNROLL
-          for (int r = 0; r < size<0>(tdPrdP_rc); ++r) {
-            tdPrdP_rc(r, c) = tSrS_rc(r, c) * (tdPrdP_rc(r, c) - d);
+          for (int c = 0; c < size<1>(tSrS_rc); ++c) {
+            float const lse = lse_log2[int(get<1>(tScS_rc(0, c)))];
+            CUTE_UNROLL
+            for (int r = 0; r < size<0>(tSrS_rc); ++r) {
+              tSrS_rc(r, c) = fast_exp2(tSrS_rc(r, c) * scale_log2 - lse);
+            }
           }
-        }
-        if constexpr (Traits::kHasSoftcap) {
+          warpgroup_wait<0>();  // dP^T ready
           CUTE_UNROLL
-          for (int i = 0; i < kScoresPerThread; ++i) { tdPrdP(i) *= softcap_grad[i]; }
+          for (int c = 0; c < size<1>(tdPrdP_rc); ++c) {
+            float const d = dpsum[int(get<1>(tScS_rc(0, c)))];
+            CUTE_UNROLL
+            for (int r = 0; r < size<0>(tdPrdP_rc); ++r) {
+              tdPrdP_rc(r, c) = tSrS_rc(r, c) * (tdPrdP_rc(r, c) - d);
+            }
+          }
+        } else {
+          // With softcap the score is t = tanh(s * a) and d score / d s carries (1 - t^2): P and dS come in one pass
+          // after dP^T, so t needs no second array of registers (it spilled). A masked t is -inf: the max() keeps
+          // its factor 0 rather than -inf, so dS = 0 * ... stays 0.
+          warpgroup_wait<0>();
+          CUTE_UNROLL
+          for (int c = 0; c < size<1>(tSrS_rc); ++c) {
+            float const lse = lse_log2[int(get<1>(tScS_rc(0, c)))];
+            float const d = dpsum[int(get<1>(tScS_rc(0, c)))];
+            CUTE_UNROLL
+            for (int r = 0; r < size<0>(tSrS_rc); ++r) {
+              float const t = tSrS_rc(r, c);
+              float const prob = fast_exp2(t * scale_log2 - lse);
+              tSrS_rc(r, c) = prob;
+              tdPrdP_rc(r, c) = prob * (tdPrdP_rc(r, c) - d) * fmaxf(1.f - t * t, 0.f);
+            }
+          }
         }
 
         Tensor rP = convert_fragment<Element>(tSrS);
@@ -167,13 +178,6 @@ struct MainloopBwdSm90Mma {
         named_barrier_arrive(kDqBarrierThreads, BwdNamedBarrier::kDqFull);
       }
     }
-  }
-
- private:
-  // Size of the softcap derivative array: a zero-length array is not standard C++, so 1 when softcap is off.
-  template <class T>
-  static constexpr int kHasSoftcapStorage(int n) {
-    return T::kHasSoftcap ? n : 1;
   }
 };
 
