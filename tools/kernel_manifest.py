@@ -32,8 +32,8 @@ def forward_kernels():
     return out
 
 
-# The backward kernels (kernels/sm90/bwd_*): head dims up to 128 so far (dK and dV accumulators live in registers).
-BACKWARD_HEAD_DIMS = [(64, 64), (96, 96), (128, 128)]
+# The backward kernels (kernels/sm90/bwd_*): every forward head dim (two tilings, see bwd_kernel_traits_sm90.hpp).
+BACKWARD_HEAD_DIMS = HEAD_DIMS
 
 
 def backward_kernels():

@@ -20,6 +20,7 @@ enum class BwdNamedBarrier : uint32_t {
   kDsReady = 0,  // both consumer warpgroups wrote their dS^T tile (dQ = dS K reads both halves)
   kDqFull = 1,   // the consumers wrote the step's dQ into shared memory (the dQ writer warp waits)
   kDqEmpty = 2,  // the dQ writer's bulk reduction has read that buffer (the consumers wait)
+  kDqTurn = 3,   // deterministic, head-dim split: the consumers' turn to add into a dQ block
 };
 
 CUTLASS_DEVICE void named_barrier_sync(uint32_t num_threads, FwdNamedBarrier id) {

@@ -1,8 +1,9 @@
 // The sm90 (Hopper) backward kernel: warp-specialised, one CTA per (key block, kv head, batch).
 //
 //   warpgroup 0        producer: setmaxnreg down; warp 0: one thread issues all loads (MainloopBwdSm90Load);
-//                      warp 1: adds each step's dQ into the fp32 accumulator (DqWriterBwdSm90)
-//   warpgroups 1..2    consumers: setmaxnreg up, the five GEMMs per query block (MainloopBwdSm90Mma), then dK/dV
+//                      warp 1: adds each step's dQ into the fp32 accumulator (DqWriterBwdSm90; d <= 128)
+//   warpgroups 1..2    consumers: setmaxnreg up, the five GEMMs per query block (MainloopBwdSm90Mma for d <= 128,
+//                      MainloopBwdSm90MmaSplitD above), then dK/dV
 //
 // Both roles derive the same CtaWork (query heads of the group, query blocks that see the key block), so the Q/dO
 // pipelines stay in step without other communication. The pre- and postprocess kernels (bwd_prepost.cuh) run before
@@ -21,6 +22,7 @@
 #include "kernels/sm90/collective/epilogue_bwd_sm90.hpp"
 #include "kernels/sm90/collective/mainloop_bwd_sm90_load.hpp"
 #include "kernels/sm90/collective/mainloop_bwd_sm90_mma.hpp"
+#include "kernels/sm90/collective/mainloop_bwd_sm90_mma_splitd.hpp"
 
 namespace flash3 {
 
@@ -28,6 +30,10 @@ template <class Traits_>
 struct BwdKernelSm90 {
   using Traits = Traits_;
   using Mask = BlockMask<Traits::kBlockM, Traits::kBlockN, Traits::kHasLocal>;
+  using Mainloop = cute::conditional_t<Traits::kSplitHeadDim, MainloopBwdSm90MmaSplitD<Traits>,
+                                       MainloopBwdSm90Mma<Traits>>;
+  // The key-split tiling hands dQ to a writer warp; the head-dim split adds it from the consumers (no smem left).
+  static constexpr bool kHasDqWriter = !Traits::kSplitHeadDim;
 
   struct Params {
     BwdParams bwd;
@@ -86,8 +92,9 @@ struct BwdKernelSm90 {
       cutlass::arch::warpgroup_reg_dealloc<Traits::kProducerRegisters>();
       if (warp_idx == 0 && work.has_steps() && cute::elect_one_sync()) {
         MainloopBwdSm90Load<Traits>::load_cta(params, smem, pipeline_q, pipeline_do, work);
-      } else if (warp_idx == 1 && work.has_steps()) {
-        DqWriterBwdSm90<Traits>::run(params.bwd, smem, work);
+      }
+      if constexpr (kHasDqWriter) {
+        if (warp_idx == 1 && work.has_steps()) { DqWriterBwdSm90<Traits>::run(params.bwd, smem, work); }
       }
     } else {
       cutlass::arch::warpgroup_reg_alloc<Traits::kConsumerRegisters>();
@@ -99,8 +106,7 @@ struct BwdKernelSm90 {
       clear(tdKrdK);
       clear(tdVrdV);
       if (work.has_steps()) {
-        MainloopBwdSm90Mma<Traits>::compute_cta(params, smem, pipeline_q, pipeline_do, mma_thread_idx, work, tdKrdK,
-                                                tdVrdV);
+        Mainloop::compute_cta(params, smem, pipeline_q, pipeline_do, mma_thread_idx, work, tdKrdK, tdVrdV);
       }
       EpilogueBwdSm90<Traits>::store(params.bwd, mma_thread_idx, work, tdKrdK, tdVrdV);
     }

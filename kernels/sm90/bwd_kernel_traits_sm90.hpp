@@ -31,12 +31,17 @@ struct BwdTraitsSm90 {
   static constexpr int kHeadDimV = kHeadDimV_;
   static constexpr bool kHasLocal = kHasLocal_;
   static constexpr bool kHasSoftcap = kHasSoftcap_;
-  // Registers: dK and dV accumulators take (d + dv) / 2 fp32 per thread for the 64 keys of a warpgroup, next to
-  // S^T and dP^T (kBlockM / 2 each) and dQ (kBlockM * d / 256). d <= 128 fits in 240 registers.
-  static_assert(kHeadDim <= 128 && kHeadDimV <= 128, "this backward tiling holds dK and dV for d <= 128");
+  // Registers: dK and dV accumulators take (d + dv) / 2 fp32 per thread for the 64 keys a warpgroup owns. That fits
+  // 240 registers for d <= 128 ("key split": each warpgroup owns 64 of 128 keys, P^T and dS^T feed dV/dK from
+  // registers). Larger head dims split the head dim instead ("head-dim split"): 64 keys per CTA, each warpgroup
+  // computes S^T / dP^T for half of the query block, both write P^T and dS^T to shared memory, and each accumulates
+  // dV, dK for half of dv / d (SS GEMMs) and dQ in two column chunks, which it adds into the fp32 accumulator
+  // with atomics (shared memory is full: K, V, 2 stages of Q and dO, P^T and dS^T take 224 KB at d = 256).
+  static constexpr bool kSplitHeadDim = kHeadDim > 128 || kHeadDimV > 128;
+  static_assert(kHeadDim <= 256 && kHeadDimV <= 256);
 
-  static constexpr int kBlockM = 64;   // query rows per step
-  static constexpr int kBlockN = 128;  // keys per CTA
+  static constexpr int kBlockM = 64;                     // query rows per step
+  static constexpr int kBlockN = kSplitHeadDim ? 64 : 128;  // keys per CTA
   static constexpr int kStages = 2;    // Q / dO pipeline depth
   static constexpr int kNumMmaWarpgroups = 2;
   static constexpr int kNumMmaThreads = kNumMmaWarpgroups * cutlass::NumThreadsPerWarpGroup;
@@ -54,23 +59,36 @@ struct BwdTraitsSm90 {
 
   using AtomKeys = cute::Layout<cute::Shape<cute::Int<kNumMmaWarpgroups>, cute::_1, cute::_1>>;  // split keys (M)
   using AtomDim = cute::Layout<cute::Shape<cute::_1, cute::Int<kNumMmaWarpgroups>, cute::_1>>;   // split d (N)
+  // Per-warpgroup GEMM shapes of the two tilings (see the comment at the top of the struct).
+  static constexpr int kSN = kSplitHeadDim ? kBlockM / kNumMmaWarpgroups : kBlockM;  // queries of S^T per warpgroup
+  static constexpr int kDqChunks = kSplitHeadDim ? 2 : 1;                            // dQ column chunks per step
+  static constexpr int kDqN = kHeadDim / kDqChunks / kNumMmaWarpgroups;              // dQ columns per warpgroup
+  using AtomS = cute::conditional_t<kSplitHeadDim, AtomDim, AtomKeys>;
   using TiledMmaS = decltype(cute::make_tiled_mma(
-      cute::GMMA::ss_op_selector<Element, Element, float, cute::Shape<cute::_64, BlockM, HeadDim>>(), AtomKeys{}));
+      cute::GMMA::ss_op_selector<Element, Element, float, cute::Shape<cute::_64, cute::Int<kSN>, HeadDim>>(),
+      AtomS{}));
   using TiledMmadP = decltype(cute::make_tiled_mma(
-      cute::GMMA::ss_op_selector<Element, Element, float, cute::Shape<cute::_64, BlockM, HeadDimV>>(), AtomKeys{}));
-  using TiledMmadV = decltype(cute::make_tiled_mma(
-      cute::GMMA::rs_op_selector<Element, Element, float, cute::Shape<cute::_64, HeadDimV, BlockM>,
-                                 cute::GMMA::Major::K, cute::GMMA::Major::MN>(),
-      AtomKeys{}));
-  using TiledMmadK = decltype(cute::make_tiled_mma(
-      cute::GMMA::rs_op_selector<Element, Element, float, cute::Shape<cute::_64, HeadDim, BlockM>,
-                                 cute::GMMA::Major::K, cute::GMMA::Major::MN>(),
-      AtomKeys{}));
+      cute::GMMA::ss_op_selector<Element, Element, float, cute::Shape<cute::_64, cute::Int<kSN>, HeadDimV>>(),
+      AtomS{}));
+  template <int kN>
+  using TiledMmaKeyRows = cute::conditional_t<
+      kSplitHeadDim,
+      decltype(cute::make_tiled_mma(  // P^T / dS^T from shared memory, N split between the warpgroups
+          cute::GMMA::ss_op_selector<Element, Element, float,
+                                     cute::Shape<cute::_64, cute::Int<kN / kNumMmaWarpgroups>, BlockM>,
+                                     cute::GMMA::Major::K, cute::GMMA::Major::MN>(),
+          AtomDim{})),
+      decltype(cute::make_tiled_mma(  // P^T / dS^T from registers, each warpgroup its 64 keys
+          cute::GMMA::rs_op_selector<Element, Element, float, cute::Shape<cute::_64, cute::Int<kN>, BlockM>,
+                                     cute::GMMA::Major::K, cute::GMMA::Major::MN>(),
+          AtomKeys{}))>;
+  using TiledMmadV = TiledMmaKeyRows<kHeadDimV>;
+  using TiledMmadK = TiledMmaKeyRows<kHeadDim>;
   using TiledMmadQ = decltype(cute::make_tiled_mma(
-      cute::GMMA::ss_op_selector<Element, Element, float,
-                                 cute::Shape<BlockM, cute::Int<kHeadDim / kNumMmaWarpgroups>, BlockN>,
+      cute::GMMA::ss_op_selector<Element, Element, float, cute::Shape<BlockM, cute::Int<kDqN>, BlockN>,
                                  cute::GMMA::Major::MN, cute::GMMA::Major::MN>(),
       AtomDim{}));
+  using DqChunk = cute::Int<kDqN * kNumMmaWarpgroups>;  // columns of dQ one TiledMmadQ call covers
 
   // K-major tiles of (rows, d) and their MN-major transposed views (d, rows): see the header comment.
   template <int kRows, int kCols, int kDepth>
@@ -87,11 +105,11 @@ struct BwdTraitsSm90 {
   using SmemLayoutQt = Transposed<SmemLayoutQ, kBlockM, kHeadDim, kStages>;
   using SmemLayoutdO = KMajorTile<kBlockM, kHeadDimV, kStages>;
   using SmemLayoutdOt = Transposed<SmemLayoutdO, kBlockM, kHeadDimV, kStages>;
-  // K is also the MN-major B operand of dQ = dS K, whose N (head dim) is split between the warpgroups: each half
+  // K is also the MN-major B operand of dQ = dS K, whose N (head dim) is split between the warpgroups: each part
   // must be whole swizzle atoms (an MN-major atom spans 64 / 32 / 16 elements for 128 / 64 / 32-byte swizzles).
   using KSwizzleAtom = cute::conditional_t<
-      (kHeadDim / kNumMmaWarpgroups) % 64 == 0, cute::GMMA::Layout_K_SW128_Atom<Element>,
-      cute::conditional_t<(kHeadDim / kNumMmaWarpgroups) % 32 == 0, cute::GMMA::Layout_K_SW64_Atom<Element>,
+      kDqN % 64 == 0, cute::GMMA::Layout_K_SW128_Atom<Element>,
+      cute::conditional_t<kDqN % 32 == 0, cute::GMMA::Layout_K_SW64_Atom<Element>,
                           cute::GMMA::Layout_K_SW32_Atom<Element>>>;
   using SmemLayoutK =
       decltype(cute::tile_to_shape(KSwizzleAtom{}, cute::Shape<BlockN, HeadDim, cute::_1>{}));
@@ -100,6 +118,7 @@ struct BwdTraitsSm90 {
   // dS^T as the warpgroups hold it (keys, queries), double-buffered; dS is its (queries, keys) view for dQ = dS K.
   using SmemLayoutdSt = KMajorTile<kBlockN, kBlockM, 2>;
   using SmemLayoutdS = Transposed<SmemLayoutdSt, kBlockN, kBlockM, 2>;
+  using SmemLayoutPt = SmemLayoutdSt;  // head-dim split only: P^T for the dV GEMM
 
   using ShapeQKV = cute::Shape<int32_t, int32_t, int32_t, int32_t>;  // (rows, d, heads, batch)
   using StrideQKV = cute::Stride<int64_t, cute::_1, int64_t, int64_t>;
@@ -122,7 +141,7 @@ struct BwdTraitsSm90 {
   // shared (and so the global) order is fragment order, interleaved by float4: element i of consumer thread t sits
   // at float4 index (i / 4) * kNumMmaThreads + t, so the consumers' 16-byte stores are bank-conflict free. The
   // postprocess maps the order back to (row, col) with the same MMA partition.
-  static constexpr int kDqValuesPerThread = kBlockM * kHeadDim / kNumMmaThreads;
+  static constexpr int kDqValuesPerThread = kBlockM * kHeadDim / kNumMmaThreads / kDqChunks;
   static_assert(kDqValuesPerThread % 4 == 0);
   static constexpr uint32_t kDqBytes = kBlockM * kHeadDim * sizeof(float);
 
@@ -134,7 +153,9 @@ struct BwdTraitsSm90 {
     alignas(1024) cute::array_aligned<Element, cute::cosize_v<SmemLayoutQ>> q;
     alignas(1024) cute::array_aligned<Element, cute::cosize_v<SmemLayoutdO>> dout;
     alignas(1024) cute::array_aligned<Element, cute::cosize_v<SmemLayoutdSt>> ds;
-    alignas(128) float dq_acc[kBlockM * kHeadDim];
+    // Key split: the dQ tile handed to the writer warp. Head-dim split: P^T (dQ goes out with atomics there).
+    alignas(1024) cute::conditional_t<kSplitHeadDim, cute::array_aligned<Element, cute::cosize_v<SmemLayoutPt>>,
+                                      cute::array_aligned<float, kBlockM * kHeadDim>> dq_acc_or_pt;
     alignas(16) float lse_log2[kStages][kBlockM];
     alignas(16) float dpsum[kStages][kBlockM];
     typename PipelineQ::SharedStorage pipeline_q;

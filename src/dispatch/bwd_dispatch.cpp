@@ -12,7 +12,7 @@ constexpr int64_t kAlign = 256;
 int64_t align_up(int64_t x, int64_t a) { return (x + a - 1) / a * a; }
 
 // The head dims the backward is built for (a subset of the forward's; see bwd_kernel_traits_sm90.hpp).
-constexpr int32_t kMaxBackwardHeadDim = 128;
+constexpr int32_t kMaxBackwardHeadDim = 256;
 
 void padded_head_dims(const ProblemShape& shape, int32_t* d, int32_t* dv) {
   if (!round_up_head_dims(shape.head_dim, shape.head_dim_v, d, dv) || *d > kMaxBackwardHeadDim ||

@@ -27,6 +27,25 @@ CUTLASS_DEVICE void bulk_reduce_add_f32(float* gmem, float const* smem, uint32_t
 CUTLASS_DEVICE void bulk_wait_read() { asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory"); }
 CUTLASS_DEVICE void bulk_wait_complete() { asm volatile("cp.async.bulk.wait_group 0;" ::: "memory"); }
 
+// Deterministic mode, for consumers that add dQ themselves (head-dim split tiling): one elected consumer thread
+// waits for the turn, the named barrier releases the others; after the additions, a fence and the barrier, it
+// passes the turn on.
+CUTLASS_DEVICE void wait_dq_turn_single(int32_t const* semaphore, int ticket) {
+  int32_t seen;
+  do {
+    asm volatile("ld.acquire.gpu.global.s32 %0, [%1];" : "=r"(seen) : "l"(semaphore) : "memory");
+  } while (seen != ticket);
+}
+CUTLASS_DEVICE void wait_dq_turn(int32_t const* semaphore, int ticket, bool is_leader, int num_threads) {
+  if (is_leader) { wait_dq_turn_single(semaphore, ticket); }
+  named_barrier_sync(num_threads, BwdNamedBarrier::kDqTurn);
+}
+CUTLASS_DEVICE void pass_dq_turn(int32_t* semaphore, bool is_leader, int num_threads) {
+  __threadfence();  // every thread's dQ additions are performed before the turn moves on
+  named_barrier_sync(num_threads, BwdNamedBarrier::kDqTurn);
+  if (is_leader) { atomicAdd(semaphore, 1); }
+}
+
 template <class Traits>
 struct DqWriterBwdSm90 {
   static constexpr int kBarrierThreads = Traits::kNumMmaThreads + Traits::kDqWriterThreads;
@@ -45,14 +64,8 @@ struct DqWriterBwdSm90 {
         if (is_leader) {
           float* dst = p.dq_accum + (scratch_row + int64_t(m_block) * Traits::kBlockM) * Traits::kHeadDim;
           int32_t* semaphore = p.dq_semaphore + scratch_row / Traits::kBlockM + m_block;
-          if (p.deterministic) {
-            int const ticket = work.n_block - work.mask.trips(m_block).n_begin;
-            int32_t seen;
-            do {
-              asm volatile("ld.acquire.gpu.global.s32 %0, [%1];" : "=r"(seen) : "l"(semaphore) : "memory");
-            } while (seen != ticket);
-          }
-          bulk_reduce_add_f32(dst, smem.dq_acc, Traits::kDqBytes);
+          if (p.deterministic) { wait_dq_turn_single(semaphore, work.n_block - work.mask.trips(m_block).n_begin); }
+          bulk_reduce_add_f32(dst, smem.dq_acc_or_pt.data(), Traits::kDqBytes);
           if (p.deterministic) {
             bulk_wait_complete();
             __threadfence();

@@ -17,6 +17,7 @@
 #include "kernels/common/named_barriers.hpp"
 #include "kernels/common/softmax.hpp"
 #include "kernels/sm90/bwd_kernel_traits_sm90.hpp"
+#include "kernels/sm90/collective/bwd_scores_sm90.hpp"
 #include "kernels/sm90/wgmma_gemm.hpp"
 
 namespace flash3 {
@@ -82,8 +83,6 @@ struct MainloopBwdSm90Mma {
     auto thr_r2s_ds = r2s_ds.get_thread_slice(mma_thread_idx);
     Tensor tdSsdS = thr_r2s_ds.partition_D(sdSt);  // (CPY, CPY_M, CPY_N, 2)
 
-    float const scale_log2 = p.softmax_scale_log2;
-    constexpr int kScoresPerThread = decltype(size(tSrS))::value;
 
     cutlass::arch::ClusterTransactionBarrier::wait(&smem.kv_full, 0);
 
@@ -97,53 +96,8 @@ struct MainloopBwdSm90Mma {
         wgmma_gemm<true>(mma_dp, tdPrV, tdPrdO(_, _, _, state.index), tdPrdP);
         warpgroup_wait<1>();  // S^T ready, dP^T still running
 
-        // Scores -> P^T = exp2(score * scale_log2 - lse_log2[query]), dS^T = P^T * (dP^T - D[query]).
-        if constexpr (Traits::kHasSoftcap) {
-          CUTE_UNROLL
-          for (int i = 0; i < kScoresPerThread; ++i) { tSrS(i) = fast_tanh(tSrS(i) * p.softcap_inv_scaled); }
-        }
-        if (work.mask.tile_needs_mask(m_block, work.n_block)) {
-          work.mask.apply_transposed(tSrS_rc, tScS_rc, m_block, work.n_block);
-        }
-        float const* lse_log2 = smem.lse_log2[state.index];
-        float const* dpsum = smem.dpsum[state.index];
-        if constexpr (!Traits::kHasSoftcap) {
-          // The exps run while the dP^T GEMM is still on the tensor cores.
-          CUTE_UNROLL
-          for (int c = 0; c < size<1>(tSrS_rc); ++c) {
-            float const lse = lse_log2[int(get<1>(tScS_rc(0, c)))];
-            CUTE_UNROLL
-            for (int r = 0; r < size<0>(tSrS_rc); ++r) {
-              tSrS_rc(r, c) = fast_exp2(tSrS_rc(r, c) * scale_log2 - lse);
-            }
-          }
-          warpgroup_wait<0>();  // dP^T ready
-          CUTE_UNROLL
-          for (int c = 0; c < size<1>(tdPrdP_rc); ++c) {
-            float const d = dpsum[int(get<1>(tScS_rc(0, c)))];
-            CUTE_UNROLL
-            for (int r = 0; r < size<0>(tdPrdP_rc); ++r) {
-              tdPrdP_rc(r, c) = tSrS_rc(r, c) * (tdPrdP_rc(r, c) - d);
-            }
-          }
-        } else {
-          // With softcap the score is t = tanh(s * a) and d score / d s carries (1 - t^2): P and dS come in one pass
-          // after dP^T, so t needs no second array of registers (it spilled). A masked t is -inf: the max() keeps
-          // its factor 0 rather than -inf, so dS = 0 * ... stays 0.
-          warpgroup_wait<0>();
-          CUTE_UNROLL
-          for (int c = 0; c < size<1>(tSrS_rc); ++c) {
-            float const lse = lse_log2[int(get<1>(tScS_rc(0, c)))];
-            float const d = dpsum[int(get<1>(tScS_rc(0, c)))];
-            CUTE_UNROLL
-            for (int r = 0; r < size<0>(tSrS_rc); ++r) {
-              float const t = tSrS_rc(r, c);
-              float const prob = fast_exp2(t * scale_log2 - lse);
-              tSrS_rc(r, c) = prob;
-              tdPrdP_rc(r, c) = prob * (tdPrdP_rc(r, c) - d) * fmaxf(1.f - t * t, 0.f);
-            }
-          }
-        }
+        bwd_scores_to_p_ds<Traits>(p, work, m_block, smem.lse_log2[state.index], smem.dpsum[state.index], tSrS_rc,
+                                   tdPrdP_rc, tScS_rc);
 
         Tensor rP = convert_fragment<Element>(tSrS);
         Tensor tdVrP = make_tensor(rP.data(), accumulator_as_a_operand_layout(rP.layout()));
@@ -168,7 +122,7 @@ struct MainloopBwdSm90Mma {
 
         // dQ of this key block -> shared memory (fragment order), for the writer warp's bulk reduce-add.
         named_barrier_sync(kDqBarrierThreads, BwdNamedBarrier::kDqEmpty);
-        float4* dq_smem = reinterpret_cast<float4*>(smem.dq_acc);
+        float4* dq_smem = reinterpret_cast<float4*>(smem.dq_acc_or_pt.data());
         CUTE_UNROLL
         for (int i = 0; i < Traits::kDqValuesPerThread / 4; ++i) {
           dq_smem[i * Traits::kNumMmaThreads + mma_thread_idx] =

@@ -335,7 +335,7 @@ TEST(BackwardYardstick, LowPrecisionNaiveIsCloseToReference) {
 
 struct SmallCase {
   Precision dtype;
-  int d;
+  int d, dv;
   Mask mask;
   bool softcap;
   Gqa gqa;
@@ -343,7 +343,8 @@ struct SmallCase {
 };
 
 std::string small_name(const SmallCase& c) {
-  return std::string(flash3::ref::precision_name(c.dtype)) + "_hd" + std::to_string(c.d) + "_" + mask_name(c.mask) +
+  const std::string hd = c.d == c.dv ? std::to_string(c.d) : std::to_string(c.d) + "x" + std::to_string(c.dv);
+  return std::string(flash3::ref::precision_name(c.dtype)) + "_hd" + hd + "_" + mask_name(c.mask) +
          (c.softcap ? "_softcap30" : "") + "_" + gqa_name(c.gqa) + "_" + std::to_string(c.sq) + "x" +
          std::to_string(c.sk);
 }
@@ -354,12 +355,13 @@ std::vector<SmallCase> small_cases() {
   std::vector<SmallCase> cases;
   int i = 0;
   for (Precision dt : {Precision::kFloat16, Precision::kBFloat16})
-    for (int d : {64, 96, 128, 40, 72})
+    for (auto hd : std::vector<std::pair<int, int>>{{64, 64}, {96, 96}, {128, 128}, {192, 192}, {256, 256},
+                                                    {192, 128}, {40, 40}, {72, 72}, {136, 136}})
       for (Mask m : {Mask::kNone, Mask::kCausal, Mask::kWindow, Mask::kCausalWindow})
         for (bool sc : {false, true})
           for (Gqa g : {Gqa::kMha, Gqa::kGqa4, Gqa::kMqa}) {
             const auto& s = shapes[i++ % 6];
-            cases.push_back({dt, d, m, sc, g, s[0], s[1]});
+            cases.push_back({dt, hd.first, hd.second, m, sc, g, s[0], s[1]});
           }
   return cases;
 }
@@ -373,7 +375,7 @@ TEST_P(FlashBackwardSmall, MatchesReference) {
   p.seqlen_q = c.sq;
   p.seqlen_k = c.sk;
   p.head_dim = c.d;
-  p.head_dim_v = c.d;
+  p.head_dim_v = c.dv;
   set_mask(&p, c.mask);
   set_heads(&p, c.gqa);
   set_softcap(&p, c.softcap);
@@ -455,7 +457,9 @@ INSTANTIATE_TEST_SUITE_P(Shapes, FlashBackwardLarge,
                                            LargeCase{Precision::kBFloat16, 128, Mask::kCausal, 2048, 2048, Gqa::kGqa4},
                                            LargeCase{Precision::kFloat16, 64, Mask::kCausal, 1000, 1777, Gqa::kMha},
                                            LargeCase{Precision::kFloat16, 96, Mask::kWindow, 1500, 1100, Gqa::kGqa4},
-                                           LargeCase{Precision::kBFloat16, 64, Mask::kNone, 2049, 513, Gqa::kMqa}),
+                                           LargeCase{Precision::kBFloat16, 64, Mask::kNone, 2049, 513, Gqa::kMqa},
+                                           LargeCase{Precision::kBFloat16, 256, Mask::kCausal, 1500, 1500, Gqa::kGqa4},
+                                           LargeCase{Precision::kFloat16, 192, Mask::kNone, 777, 1025, Gqa::kMha}),
                          [](const ::testing::TestParamInfo<LargeCase>& info) {
                            const LargeCase& c = info.param;
                            return std::string(flash3::ref::precision_name(c.dtype)) + "_hd" + std::to_string(c.d) +
@@ -510,7 +514,9 @@ TEST_P(FlashBackwardDeterministic, BitwiseIdenticalRuns) {
 
 INSTANTIATE_TEST_SUITE_P(HeadDims, FlashBackwardDeterministic,
                          ::testing::Values(std::make_pair(64, Mask::kNone), std::make_pair(96, Mask::kCausal),
-                                           std::make_pair(128, Mask::kNone), std::make_pair(128, Mask::kCausalWindow)),
+                                           std::make_pair(128, Mask::kNone), std::make_pair(128, Mask::kCausalWindow),
+                                           std::make_pair(192, Mask::kCausal), std::make_pair(256, Mask::kNone),
+                                           std::make_pair(256, Mask::kCausal)),
                          [](const ::testing::TestParamInfo<std::pair<int, Mask>>& info) {
                            return "hd" + std::to_string(info.param.first) + "_" + mask_name(info.param.second);
                          });

@@ -1,0 +1,148 @@
+// Consumer side of the sm90 backward for head dims above 128 (the "head-dim split" tiling of
+// bwd_kernel_traits_sm90.hpp): 64 keys per CTA, both warpgroups on all of them.
+//
+// Per step: each warpgroup computes S^T and dP^T for its half of the query block (N split), turns them into P^T and
+// dS^T, and writes both to shared memory; after a barrier each warpgroup accumulates dV += P^T dO and dK += dS^T Q
+// for its half of dv / d (SS GEMMs, N split), then dQ = dS K in column chunks, each added into the fp32 accumulator
+// with vector atomics in fragment order (the postprocess reads that order back).
+#pragma once
+
+#include <cute/tensor.hpp>
+#include <cutlass/arch/barrier.h>
+
+#include "kernels/common/bwd_params.hpp"
+#include "kernels/common/layout_utils.hpp"
+#include "kernels/common/named_barriers.hpp"
+#include "kernels/sm90/bwd_kernel_traits_sm90.hpp"
+#include "kernels/sm90/collective/bwd_scores_sm90.hpp"
+#include "kernels/sm90/collective/dq_writer_bwd_sm90.hpp"
+#include "kernels/sm90/wgmma_gemm.hpp"
+
+namespace flash3 {
+
+template <class Traits>
+struct MainloopBwdSm90MmaSplitD {
+  using Element = typename Traits::Element;
+  using PipelineQ = typename Traits::PipelineQ;
+  using State = PipelineState<Traits::kStages>;
+  using TileShapeSt = cute::Shape<typename Traits::BlockN, typename Traits::BlockM>;  // (keys, queries)
+  using TileShapedQ = cute::Shape<typename Traits::BlockM, typename Traits::DqChunk>;
+  static_assert(Traits::kSplitHeadDim);
+
+  template <class Params, class Work, class TensordK, class TensordV>
+  CUTLASS_DEVICE static void compute_cta(Params const& params, typename Traits::SharedStorage& smem,
+                                         PipelineQ const& pipeline_q, PipelineQ const& pipeline_do,
+                                         int mma_thread_idx, Work const& work, TensordK& tdKrdK, TensordV& tdVrdV) {
+    using namespace cute;
+    BwdParams const& p = params.bwd;
+    bool const is_wg_leader = (threadIdx.x % cutlass::NumThreadsPerWarpGroup) == 0;
+    bool const is_consumer_leader = mma_thread_idx == 0;
+
+    Tensor sK = make_tensor(make_smem_ptr(smem.k.data()), typename Traits::SmemLayoutK{})(_, _, _0{});
+    Tensor sKt = make_tensor(make_smem_ptr(smem.k.data()), typename Traits::SmemLayoutKt{})(_, _, _0{});
+    Tensor sV = make_tensor(make_smem_ptr(smem.v.data()), typename Traits::SmemLayoutV{})(_, _, _0{});
+    Tensor sQ = make_tensor(make_smem_ptr(smem.q.data()), typename Traits::SmemLayoutQ{});
+    Tensor sQt = make_tensor(make_smem_ptr(smem.q.data()), typename Traits::SmemLayoutQt{});
+    Tensor sdO = make_tensor(make_smem_ptr(smem.dout.data()), typename Traits::SmemLayoutdO{});
+    Tensor sdOt = make_tensor(make_smem_ptr(smem.dout.data()), typename Traits::SmemLayoutdOt{});
+    Tensor sdSt = make_tensor(make_smem_ptr(smem.ds.data()), typename Traits::SmemLayoutdSt{});
+    Tensor sdS = make_tensor(make_smem_ptr(smem.ds.data()), typename Traits::SmemLayoutdS{});
+    Tensor sPt = make_tensor(make_smem_ptr(smem.dq_acc_or_pt.data()), typename Traits::SmemLayoutPt{});
+
+    typename Traits::TiledMmaS mma_s;
+    typename Traits::TiledMmadP mma_dp;
+    typename Traits::TiledMmadV mma_dv;
+    typename Traits::TiledMmadK mma_dk;
+    typename Traits::TiledMmadQ mma_dq;
+    auto thr_s = mma_s.get_thread_slice(mma_thread_idx);
+    auto thr_dp = mma_dp.get_thread_slice(mma_thread_idx);
+    auto thr_dv = mma_dv.get_thread_slice(mma_thread_idx);
+    auto thr_dk = mma_dk.get_thread_slice(mma_thread_idx);
+    auto thr_dq = mma_dq.get_thread_slice(mma_thread_idx);
+
+    Tensor tSrK = thr_s.partition_fragment_A(sK);        // (MMA, MMA_M, MMA_K)
+    Tensor tSrQ = thr_s.partition_fragment_B(sQ);        // (MMA, MMA_N, MMA_K, PIPE)
+    Tensor tdPrV = thr_dp.partition_fragment_A(sV);
+    Tensor tdPrdO = thr_dp.partition_fragment_B(sdO);
+    Tensor tdVrPt = thr_dv.partition_fragment_A(sPt);    // (MMA, MMA_M, MMA_K, 2)
+    Tensor tdVrdOt = thr_dv.partition_fragment_B(sdOt);  // (MMA, MMA_N, MMA_K, PIPE)
+    Tensor tdKrdSt = thr_dk.partition_fragment_A(sdSt);
+    Tensor tdKrQt = thr_dk.partition_fragment_B(sQt);
+    Tensor tdQrdS = thr_dq.partition_fragment_A(sdS);    // (MMA, MMA_M, MMA_K, 2)
+
+    Tensor tSrS = partition_fragment_C(mma_s, TileShapeSt{});
+    Tensor tdPrdP = partition_fragment_C(mma_dp, TileShapeSt{});
+    Tensor tSrS_rc = make_tensor(tSrS.data(), accumulator_rowcol_layout(tSrS.layout()));
+    Tensor tdPrdP_rc = make_tensor(tdPrdP.data(), accumulator_rowcol_layout(tdPrdP.layout()));
+    Tensor tScS = thr_s.partition_C(make_identity_tensor(TileShapeSt{}));
+    Tensor tScS_rc = make_tensor(tScS.data(), accumulator_rowcol_layout(tScS.layout()));
+    Tensor tdQrdQ = partition_fragment_C(mma_dq, TileShapedQ{});
+    static_assert(decltype(size(tdQrdQ))::value == Traits::kDqValuesPerThread);
+
+    auto r2s = make_tiled_copy_C(Copy_Atom<SM90_U32x4_STSM_N, Element>{}, mma_s);
+    auto thr_r2s = r2s.get_thread_slice(mma_thread_idx);
+    Tensor tPsP = thr_r2s.partition_D(sPt);    // (CPY, CPY_M, CPY_N, 2)
+    Tensor tdSsdS = thr_r2s.partition_D(sdSt);
+
+    cutlass::arch::ClusterTransactionBarrier::wait(&smem.kv_full, 0);
+
+    State state;
+    int step = 0;
+    for (int g = 0; g < work.group; ++g) {
+      int const head = work.head_k * work.group + g;
+      int64_t const scratch_row = bwd_scratch_row(p, work.batch, head);
+      for (int m_block = work.m_begin; m_block < work.m_end; ++m_block, ++step) {
+        pipeline_q.consumer_wait(state);
+        wgmma_gemm<true>(mma_s, tSrK, tSrQ(_, _, _, state.index), tSrS);
+        pipeline_do.consumer_wait(state);
+        wgmma_gemm<true>(mma_dp, tdPrV, tdPrdO(_, _, _, state.index), tdPrdP);
+        warpgroup_wait<1>();
+        bwd_scores_to_p_ds<Traits>(p, work, m_block, smem.lse_log2[state.index], smem.dpsum[state.index], tSrS_rc,
+                                   tdPrdP_rc, tScS_rc);
+
+        // Both halves of P^T and dS^T to shared memory (double-buffered: the barrier below also orders these
+        // stores after the other warpgroup's GEMMs of two steps ago, which it waited for before arriving).
+        int const buffer = step & 1;
+        Tensor rP = convert_fragment<Element>(tSrS);
+        Tensor rdS = convert_fragment<Element>(tdPrdP);
+        copy(r2s, thr_r2s.retile_S(rP), tPsP(_, _, _, buffer));
+        copy(r2s, thr_r2s.retile_S(rdS), tdSsdS(_, _, _, buffer));
+        cutlass::arch::fence_view_async_shared();
+        named_barrier_sync(Traits::kNumMmaThreads, BwdNamedBarrier::kDsReady);
+
+        wgmma_gemm<false>(mma_dv, tdVrPt(_, _, _, buffer), tdVrdOt(_, _, _, state.index), tdVrdV);
+        wgmma_gemm<false>(mma_dk, tdKrdSt(_, _, _, buffer), tdKrQt(_, _, _, state.index), tdKrdK);
+
+        int32_t* semaphore = p.dq_semaphore + scratch_row / Traits::kBlockM + m_block;
+        float4* dq_block = reinterpret_cast<float4*>(
+            p.dq_accum + (scratch_row + int64_t(m_block) * Traits::kBlockM) * Traits::kHeadDim);
+        CUTE_UNROLL
+        for (int chunk = 0; chunk < Traits::kDqChunks; ++chunk) {
+          Tensor sKt_chunk = local_tile(sKt, Shape<typename Traits::DqChunk, typename Traits::BlockN>{},
+                                        make_coord(chunk, _0{}));
+          Tensor tdQrKt = thr_dq.partition_fragment_B(sKt_chunk);
+          wgmma_gemm<true>(mma_dq, tdQrdS(_, _, _, buffer), tdQrKt, tdQrdQ);
+          warpgroup_wait<0>();
+          if (chunk == 0) {  // dV and dK are done too: Q and dO are free
+            pipeline_q.consumer_release(state, is_wg_leader);
+            pipeline_do.consumer_release(state, is_wg_leader);
+            if (p.deterministic) {
+              wait_dq_turn(semaphore, work.n_block - work.mask.trips(m_block).n_begin, is_consumer_leader,
+                           Traits::kNumMmaThreads);
+            }
+          }
+          constexpr int kVec = Traits::kDqValuesPerThread / 4;
+          CUTE_UNROLL
+          for (int i = 0; i < kVec; ++i) {
+            atomicAdd(dq_block + (chunk * kVec + i) * Traits::kNumMmaThreads + mma_thread_idx,
+                      make_float4(tdQrdQ(4 * i), tdQrdQ(4 * i + 1), tdQrdQ(4 * i + 2), tdQrdQ(4 * i + 3)));
+          }
+        }
+        if (p.deterministic) { pass_dq_turn(semaphore, is_consumer_leader, Traits::kNumMmaThreads); }
+        state.advance();
+      }
+    }
+  }
+};
+
+}  // namespace flash3
