@@ -29,8 +29,10 @@ CUTLASS_DEVICE uint32_t fp8_quant_pack2(float lo, float hi) {
   return r;
 }
 
+// Memory-bound: two CTAs (32 warps) per SM keep more loads in flight; d = 256 keeps 64 values per thread in registers
+// and gets the whole register file.
 template <class T, int kD, int kRowsPerWarp, Fp8QuantMode kMode>
-__global__ void __launch_bounds__(512) fp8_quantize_kernel(Fp8QuantizeParams p) {
+__global__ void __launch_bounds__(512, kD <= 128 ? 2 : 1) fp8_quantize_kernel(Fp8QuantizeParams p) {
   constexpr int kPerLane = kD / 32;
   constexpr int kWarps = 16;
   constexpr int kBlockRows = kWarps * kRowsPerWarp;

@@ -96,6 +96,20 @@ struct MainloopFwdSm90Fp8Load {
   }
 };
 
+// Byte offset of (r, c) in tile_to_shape(K-major 8-bit swizzle atom, (kRows, C)): atoms of 8 rows x kAtom bytes
+// (kAtom = 128 / 64 / 32 for the 128 / 64 / 32-byte swizzles, as cutlass's ss_smem_selector picks them) laid out
+// column-major, each XOR-ing the 16-byte chunk index with (row % 8) >> (3 - log2(kAtom / 16)). Written out (rather
+// than evaluating the CuTe layout) so the transposer's per-thread constants hoist out of its loop; tests check it
+// against the CuTe layouts (tests/cpp/kernel/test_fp8_gpu.cu, Fp8Transpose).
+constexpr int kmajor_atom_bytes(int cols) { return cols % 128 == 0 ? 128 : cols % 64 == 0 ? 64 : 32; }
+
+template <int kAtom, int kRows>
+CUTLASS_HOST_DEVICE int kmajor_swizzled_offset(int r, int c) {
+  constexpr int kShift = kAtom == 128 ? 0 : kAtom == 64 ? 1 : 2;
+  return (r >> 3) * 8 * kAtom + (c / kAtom) * kRows * kAtom + (r & 7) * kAtom +
+         ((c % kAtom) ^ (((r & 7) >> kShift) << 4));
+}
+
 // Warps 1..3 of the producer warpgroup: V (keys, dv) in sVraw -> V^T (dv, keys) in sVt, for each key block the tile
 // visits, in the same order as the loads.
 template <class Traits>
@@ -108,9 +122,46 @@ struct Fp8VTransposer {
   static constexpr int kDvGroups = Traits::kHeadDimV / 4;          // 4-column groups of dv
   static constexpr int kDvLoops = kDvGroups / 8;                   // w
   static constexpr int kIterations = 8 * kChunkLoops * kDvLoops;  // warp-wide steps per tile, shared by the warps
+  static constexpr int kAtomRaw = kmajor_atom_bytes(Traits::kHeadDimV);  // sVraw: (kBlockN, dv)
+  static constexpr int kAtomVt = kmajor_atom_bytes(Traits::kBlockN);     // sVt: (dv, kBlockN)
+  // One atom spans the keys of V^T, so a key position's offset inside its row needs no atom-column term.
+  static_assert(kAtomVt == Traits::kBlockN, "kBlockN must be 32, 64 or 128");
 
   State state_raw;
   State state_vt;
+
+  // Offsets (bytes, inside one stage) of lane's four loads (keys key0 + {0, 1, 8, 9} at columns d0..d0+3) and four
+  // stores (rows d0 + {0, 1, 2, 3} of V^T at key positions p0..p0+3) in warp step `it`; false when the step has
+  // nothing for this tile (kBlockN not a multiple of 128). Everything that depends on the lane alone is loop-invariant.
+  CUTLASS_HOST_DEVICE static bool addresses(int lane, int it, uint32_t (&load)[4], uint32_t (&store)[4]) {
+    int const a = lane / 4;
+    int const t = lane % 4;
+    int const u = it % (8 * kChunkLoops);
+    int const w = it / (8 * kChunkLoops);
+    int const chunk = ((a ^ u) & 7) + 8 * (u >> 3);
+    if (kChunks % 8 != 0 && chunk >= kChunks) { return false; }
+    constexpr int kShiftRaw = kAtomRaw == 128 ? 0 : kAtomRaw == 64 ? 1 : 2;
+    constexpr int kShiftVt = kAtomVt == 128 ? 0 : kAtomVt == 64 ? 1 : 2;
+    // Loads: row r = 16 chunk + 2t + e (e in {0, 1, 8, 9}): r >> 3 = 2 chunk + e / 8, r & 7 = 2t + e % 8.
+    int const d0 = 4 * a + 32 * w;
+    int const col = (d0 / kAtomRaw) * Traits::kBlockN * kAtomRaw;
+    int const cm = d0 % kAtomRaw;
+    int const row_base = chunk * 16 * kAtomRaw + col;
+    CUTLASS_PRAGMA_UNROLL
+    for (int e = 0; e < 4; ++e) {
+      int const rl = 2 * t + (e & 1);  // r & 7
+      load[e] = uint32_t(row_base + (e >> 1) * 8 * kAtomRaw + rl * kAtomRaw + (cm ^ ((rl >> kShiftRaw) << 4)));
+    }
+    // Stores: row r = 4a + 32w + i: r >> 3 = a / 2 + 4w, r & 7 = 4 (a % 2) + i; column p0 = 16 chunk + 4t < kBlockN.
+    int const p0 = 16 * chunk + 4 * t;
+    int const srow = ((a >> 1) + 4 * w) * 8 * kAtomVt;
+    CUTLASS_PRAGMA_UNROLL
+    for (int i = 0; i < 4; ++i) {
+      int const rl = 4 * (a & 1) + i;
+      store[i] = uint32_t(srow + rl * kAtomVt + (p0 ^ ((rl >> kShiftVt) << 4)));
+    }
+    return true;
+  }
 
   CUTLASS_DEVICE static uint32_t ld_shared_u32(uint32_t addr) {
     uint32_t v;
@@ -127,37 +178,28 @@ struct Fp8VTransposer {
     using namespace cute;
     pipeline_raw.consumer_wait(state_raw);
     pipeline_vt.writer_acquire(state_vt);
-    // Layouts of one stage (stages are compact, kBlockN * dv bytes apart); byte offsets (1-byte elements).
-    auto layout_raw = take<0, 2>(typename Traits::SmemLayoutVraw{});  // (keys, dv)
-    auto layout_vt = take<0, 2>(typename Traits::SmemLayoutVt{});     // (dv, keys)
+    // Stages are compact, kBlockN * dv bytes apart.
     uint32_t const raw_base = cast_smem_ptr_to_uint(smem.v_raw.data()) +
                               uint32_t(state_raw.index * Traits::kBlockN * Traits::kHeadDimV);
     uint32_t const vt_base = cast_smem_ptr_to_uint(smem.vt.data()) +
                              uint32_t(state_vt.index * Traits::kBlockN * Traits::kHeadDimV);
-    int const a = lane / 4;
-    int const t = lane % 4;
     CUTE_NO_UNROLL
     for (int it = transpose_warp; it < kIterations; it += Traits::kNumTransposeWarps) {
-      int const u = it % (8 * kChunkLoops);
-      int const w = it / (8 * kChunkLoops);
-      int const chunk = ((a ^ u) & 7) + 8 * (u >> 3);
-      if (kChunks % 8 != 0 && chunk >= kChunks) { continue; }
-      int const d0 = 4 * (a + 8 * w);
-      int const key0 = 16 * chunk + 2 * t;  // keys key0, key0 + 1, key0 + 8, key0 + 9 go to positions 4t .. 4t+3
-      uint32_t const r0 = ld_shared_u32(raw_base + uint32_t(layout_raw(key0, d0)));
-      uint32_t const r1 = ld_shared_u32(raw_base + uint32_t(layout_raw(key0 + 1, d0)));
-      uint32_t const r2 = ld_shared_u32(raw_base + uint32_t(layout_raw(key0 + 8, d0)));
-      uint32_t const r3 = ld_shared_u32(raw_base + uint32_t(layout_raw(key0 + 9, d0)));
+      uint32_t ld[4], st[4];
+      if (!addresses(lane, it, ld, st)) { continue; }
+      uint32_t const r0 = ld_shared_u32(raw_base + ld[0]);
+      uint32_t const r1 = ld_shared_u32(raw_base + ld[1]);
+      uint32_t const r2 = ld_shared_u32(raw_base + ld[2]);
+      uint32_t const r3 = ld_shared_u32(raw_base + ld[3]);
       // Byte i of output word j is byte j of r_i.
       uint32_t const lo01 = __byte_perm(r0, r1, 0x5140);  // r0.b0 r1.b0 r0.b1 r1.b1
       uint32_t const hi01 = __byte_perm(r0, r1, 0x7362);  // r0.b2 r1.b2 r0.b3 r1.b3
       uint32_t const lo23 = __byte_perm(r2, r3, 0x5140);
       uint32_t const hi23 = __byte_perm(r2, r3, 0x7362);
-      int const p0 = 16 * chunk + 4 * t;
-      st_shared_u32(vt_base + uint32_t(layout_vt(d0 + 0, p0)), __byte_perm(lo01, lo23, 0x5410));
-      st_shared_u32(vt_base + uint32_t(layout_vt(d0 + 1, p0)), __byte_perm(lo01, lo23, 0x7632));
-      st_shared_u32(vt_base + uint32_t(layout_vt(d0 + 2, p0)), __byte_perm(hi01, hi23, 0x5410));
-      st_shared_u32(vt_base + uint32_t(layout_vt(d0 + 3, p0)), __byte_perm(hi01, hi23, 0x7632));
+      st_shared_u32(vt_base + st[0], __byte_perm(lo01, lo23, 0x5410));
+      st_shared_u32(vt_base + st[1], __byte_perm(lo01, lo23, 0x7632));
+      st_shared_u32(vt_base + st[2], __byte_perm(hi01, hi23, 0x5410));
+      st_shared_u32(vt_base + st[3], __byte_perm(hi01, hi23, 0x7632));
     }
     // The WGMMAs read sVt through the async proxy: make the generic-proxy stores visible to it before signalling.
     cutlass::arch::fence_view_async_shared();

@@ -15,6 +15,8 @@
 //                          per-(batch, kv head) and per-block descales
 //   Fp8Forward.HighLevel*  fp8_forward on fp16/bf16 inputs with each technique on and off
 //   Fp8Validation.*        argument errors (no GPU needed)
+//   Fp8Transpose.*         the V transposer's hand-written shared-memory offsets against the CuTe layouts, and that
+//                          its lanes and steps cover every byte of the tile once (no GPU needed)
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -30,6 +32,8 @@
 #include "flash3/flash3.hpp"
 #include "flash3/fp8.hpp"
 #include "kernels/common/hadamard.hpp"
+#include "kernels/sm90/collective/mainloop_fwd_sm90_fp8_load.hpp"
+#include "kernels/sm90/fp8_fwd_traits_sm90.hpp"
 #include "reference/reference_attention.hpp"
 
 namespace {
@@ -512,6 +516,47 @@ TEST(Fp8Validation, HostE4m3RoundTrip) {
   EXPECT_EQ(e4m3_decode(e4m3_encode(1000.0)), 448.0);
   EXPECT_EQ(e4m3_decode(e4m3_encode(1.06)), 1.0);
   EXPECT_EQ(e4m3_decode(e4m3_encode(-1.07)), -1.125);
+}
+
+// ---- the V transposer's addressing (host only) ---------------------------------------------------------------
+
+template <int kD>
+void check_transpose_addresses() {
+  using Traits = flash3::Fp8FwdTraitsSm90<kD, false, false>;
+  using Transposer = flash3::Fp8VTransposer<Traits>;
+  auto raw = cute::take<0, 2>(typename Traits::SmemLayoutVraw{});  // (keys, dv)
+  auto vt = cute::take<0, 2>(typename Traits::SmemLayoutVt{});     // (dv, keys)
+  constexpr int kN = Traits::kBlockN, kDv = Traits::kHeadDimV;
+  std::vector<int> loaded(kN * kDv / 4, 0), stored(kN * kDv / 4, 0);
+  const int key_of[4] = {0, 1, 8, 9};
+  int mismatches = 0;
+  for (int it = 0; it < Transposer::kIterations; ++it) {
+    for (int lane = 0; lane < 32; ++lane) {
+      uint32_t ld[4], st[4];
+      if (!Transposer::addresses(lane, it, ld, st)) continue;
+      const int a = lane / 4, t = lane % 4, u = it % (8 * Transposer::kChunkLoops),
+                w = it / (8 * Transposer::kChunkLoops);
+      const int chunk = ((a ^ u) & 7) + 8 * (u >> 3), d0 = 4 * a + 32 * w, p0 = 16 * chunk + 4 * t;
+      for (int e = 0; e < 4; ++e) {
+        const int key = 16 * chunk + 2 * t + key_of[e];
+        mismatches += int(ld[e]) != int(raw(key, d0));
+        ++loaded[key * (kDv / 4) + d0 / 4];
+      }
+      for (int i = 0; i < 4; ++i) {
+        mismatches += int(st[i]) != int(vt(d0 + i, p0));
+        ++stored[(d0 + i) * (kN / 4) + p0 / 4];
+      }
+    }
+  }
+  EXPECT_EQ(mismatches, 0) << "hd" << kD;
+  for (int x : loaded) EXPECT_EQ(x, 1) << "hd" << kD << ": a V word loaded " << x << " times";
+  for (int x : stored) EXPECT_EQ(x, 1) << "hd" << kD << ": a V^T word stored " << x << " times";
+}
+
+TEST(Fp8Transpose, OffsetsMatchCuteLayoutsAndCoverTheTile) {
+  check_transpose_addresses<64>();
+  check_transpose_addresses<128>();
+  check_transpose_addresses<256>();
 }
 
 }  // namespace
