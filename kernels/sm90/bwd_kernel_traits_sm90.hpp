@@ -101,18 +101,25 @@ struct BwdTraitsSm90 {
       Tile{}, cute::make_layout(cute::Shape<cute::Int<kCols>, cute::Int<kRows>, cute::Int<kDepth>>{},
                                 cute::Stride<cute::Int<kRows>, cute::_1, cute::Int<kRows * kCols>>{})));
 
-  using SmemLayoutQ = KMajorTile<kBlockM, kHeadDim, kStages>;
-  using SmemLayoutQt = Transposed<SmemLayoutQ, kBlockM, kHeadDim, kStages>;
-  using SmemLayoutdO = KMajorTile<kBlockM, kHeadDimV, kStages>;
-  using SmemLayoutdOt = Transposed<SmemLayoutdO, kBlockM, kHeadDimV, kStages>;
-  // K is also the MN-major B operand of dQ = dS K, whose N (head dim) is split between the warpgroups: each part
-  // must be whole swizzle atoms (an MN-major atom spans 64 / 32 / 16 elements for 128 / 64 / 32-byte swizzles).
-  using KSwizzleAtom = cute::conditional_t<
-      kDqN % 64 == 0, cute::GMMA::Layout_K_SW128_Atom<Element>,
-      cute::conditional_t<kDqN % 32 == 0, cute::GMMA::Layout_K_SW64_Atom<Element>,
+  // Q, dO and K are also MN-major B operands (of dK, dV and dQ) whose N (a head dim) may be split between the
+  // warpgroups: each part must be whole swizzle atoms (an MN-major atom spans 64 / 32 / 16 elements for 128 / 64 /
+  // 32-byte swizzles), so each tile takes the widest swizzle whose atom divides its per-warpgroup N.
+  template <int kN>
+  using SwizzleAtomFor = cute::conditional_t<
+      kN % 64 == 0, cute::GMMA::Layout_K_SW128_Atom<Element>,
+      cute::conditional_t<kN % 32 == 0, cute::GMMA::Layout_K_SW64_Atom<Element>,
                           cute::GMMA::Layout_K_SW32_Atom<Element>>>;
-  using SmemLayoutK =
-      decltype(cute::tile_to_shape(KSwizzleAtom{}, cute::Shape<BlockN, HeadDim, cute::_1>{}));
+  template <int kN, int kRows, int kCols, int kDepth>
+  using SwizzledTile = decltype(cute::tile_to_shape(
+      SwizzleAtomFor<kN>{}, cute::Shape<cute::Int<kRows>, cute::Int<kCols>, cute::Int<kDepth>>{}));
+  static constexpr int kDkN = kSplitHeadDim ? kHeadDim / kNumMmaWarpgroups : kHeadDim;    // dK columns per WG
+  static constexpr int kDvN = kSplitHeadDim ? kHeadDimV / kNumMmaWarpgroups : kHeadDimV;  // dV columns per WG
+
+  using SmemLayoutQ = SwizzledTile<kDkN, kBlockM, kHeadDim, kStages>;
+  using SmemLayoutQt = Transposed<SmemLayoutQ, kBlockM, kHeadDim, kStages>;
+  using SmemLayoutdO = SwizzledTile<kDvN, kBlockM, kHeadDimV, kStages>;
+  using SmemLayoutdOt = Transposed<SmemLayoutdO, kBlockM, kHeadDimV, kStages>;
+  using SmemLayoutK = SwizzledTile<kDqN, kBlockN, kHeadDim, 1>;
   using SmemLayoutKt = Transposed<SmemLayoutK, kBlockN, kHeadDim, 1>;
   using SmemLayoutV = KMajorTile<kBlockN, kHeadDimV, 1>;
   // dS^T as the warpgroups hold it (keys, queries), double-buffered; dS is its (queries, keys) view for dQ = dS K.
