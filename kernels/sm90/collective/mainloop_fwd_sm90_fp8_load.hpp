@@ -11,7 +11,7 @@
 //
 // Transpose granule: one thread moves a 4 x 4-byte block: four 32-bit loads (keys sigma(4t + 0..3) of chunk c, 4
 // consecutive dv columns), eight byte permutes, four 32-bit stores (4 dv rows of V^T, the 4 key positions 4t..4t+3).
-// Lane = (a, t) with a = lane / 4: the key chunk is a ^ u and the dv group a + 8 w over the loop (u, w), which keeps
+// Lane = (a, t) with a = lane / 4: the key chunk is a ^ u and the dv group a + 8 w over the units (u, w), which keeps
 // the 32 lanes of a store, and of each load, on distinct banks for 128-byte swizzled rows (dv = 128, kBlockN = 128).
 #pragma once
 
@@ -112,55 +112,64 @@ CUTLASS_HOST_DEVICE int kmajor_swizzled_offset(int r, int c) {
 
 // Warps 1..3 of the producer warpgroup: V (keys, dv) in sVraw -> V^T (dv, keys) in sVt, for each key block the tile
 // visits, in the same order as the loads.
+//
+// Work: units (u, w) = (key chunk rotation, 32-column dv group), spread round-robin over the transposer warps; lane
+// (a, t) of unit (u, w) moves keys 16 chunk + 2t + {0, 1, 8, 9} (chunk = (a mod kChunks) ^ u) at dv columns
+// d0 = 4a + 32w .. d0 + 3. Every offset is a per-thread base (computed once per block) XOR a per-unit term (the chunk
+// field is XOR-linear in u, the column field in w) plus a per-unit term: one LOP3 per shared-memory access. The
+// first version evaluated the CuTe layouts in the loop (130 instructions a step; the transposer then paced the whole
+// kernel).
 template <class Traits>
 struct Fp8VTransposer {
   using PipelineKV = typename Traits::PipelineKV;
   using PipelineVt = typename Traits::PipelineVt;
   using State = PipelineState<Traits::kStages>;
-  static constexpr int kChunks = Traits::kBlockN / 16;             // 16-key chunks per tile
-  static constexpr int kChunkLoops = (kChunks + 7) / 8;            // u runs over 8 * kChunkLoops values
-  static constexpr int kDvGroups = Traits::kHeadDimV / 4;          // 4-column groups of dv
-  static constexpr int kDvLoops = kDvGroups / 8;                   // w
-  static constexpr int kIterations = 8 * kChunkLoops * kDvLoops;  // warp-wide steps per tile, shared by the warps
+  static constexpr int kChunks = Traits::kBlockN / 16;  // 16-key chunks per tile
+  static_assert(kChunks == 2 || kChunks == 4 || kChunks == 8, "kBlockN must be 32, 64 or 128");
+  static constexpr int kChunkMask = kChunks - 1;
+  static constexpr int kDvLoops = Traits::kHeadDimV / 32;  // w
+  static constexpr int kUnits = kChunks * kDvLoops;
   static constexpr int kAtomRaw = kmajor_atom_bytes(Traits::kHeadDimV);  // sVraw: (kBlockN, dv)
   static constexpr int kAtomVt = kmajor_atom_bytes(Traits::kBlockN);     // sVt: (dv, kBlockN)
   // One atom spans the keys of V^T, so a key position's offset inside its row needs no atom-column term.
   static_assert(kAtomVt == Traits::kBlockN, "kBlockN must be 32, 64 or 128");
+  static constexpr int kShiftRaw = kAtomRaw == 128 ? 0 : kAtomRaw == 64 ? 1 : 2;
+  static constexpr int kShiftVt = kAtomVt == 128 ? 0 : kAtomVt == 64 ? 1 : 2;
+  static constexpr int kLoadChunkShift = kAtomRaw == 128 ? 11 : kAtomRaw == 64 ? 10 : 9;  // log2(16 * kAtomRaw)
+  static constexpr int kColGroups = kAtomRaw / 32;  // 32-column groups inside one atom column of sVraw
 
   State state_raw;
   State state_vt;
 
-  // Offsets (bytes, inside one stage) of lane's four loads (keys key0 + {0, 1, 8, 9} at columns d0..d0+3) and four
-  // stores (rows d0 + {0, 1, 2, 3} of V^T at key positions p0..p0+3) in warp step `it`; false when the step has
-  // nothing for this tile (kBlockN not a multiple of 128). Everything that depends on the lane alone is loop-invariant.
-  CUTLASS_HOST_DEVICE static bool addresses(int lane, int it, uint32_t (&load)[4], uint32_t (&store)[4]) {
+  // Per-thread offsets (bytes, inside one stage) of unit (u, w) = (0, 0): loads of keys key0 + {0, 1, 8, 9} at
+  // columns d0..d0+3 (sVraw), stores of rows d0 + {0, 1, 2, 3} at key positions p0..p0+3 (sVt).
+  CUTLASS_HOST_DEVICE static void thread_bases(int lane, uint32_t (&load)[4], uint32_t (&store)[4]) {
     int const a = lane / 4;
     int const t = lane % 4;
-    int const u = it % (8 * kChunkLoops);
-    int const w = it / (8 * kChunkLoops);
-    int const chunk = ((a ^ u) & 7) + 8 * (u >> 3);
-    if (kChunks % 8 != 0 && chunk >= kChunks) { return false; }
-    constexpr int kShiftRaw = kAtomRaw == 128 ? 0 : kAtomRaw == 64 ? 1 : 2;
-    constexpr int kShiftVt = kAtomVt == 128 ? 0 : kAtomVt == 64 ? 1 : 2;
-    // Loads: row r = 16 chunk + 2t + e (e in {0, 1, 8, 9}): r >> 3 = 2 chunk + e / 8, r & 7 = 2t + e % 8.
-    int const d0 = 4 * a + 32 * w;
-    int const col = (d0 / kAtomRaw) * Traits::kBlockN * kAtomRaw;
-    int const cm = d0 % kAtomRaw;
-    int const row_base = chunk * 16 * kAtomRaw + col;
+    int const chunk = a & kChunkMask;
+    // Loads: row r = 16 chunk + 2t + e (e in {0, 1, 8, 9}): r >> 3 = 2 chunk + e / 8, r & 7 = 2t + e % 8; col 4a.
     CUTLASS_PRAGMA_UNROLL
     for (int e = 0; e < 4; ++e) {
-      int const rl = 2 * t + (e & 1);  // r & 7
-      load[e] = uint32_t(row_base + (e >> 1) * 8 * kAtomRaw + rl * kAtomRaw + (cm ^ ((rl >> kShiftRaw) << 4)));
+      int const rl = 2 * t + (e & 1);
+      load[e] = uint32_t(chunk * 16 * kAtomRaw + (e >> 1) * 8 * kAtomRaw + rl * kAtomRaw +
+                         ((4 * a) ^ ((rl >> kShiftRaw) << 4)));
     }
-    // Stores: row r = 4a + 32w + i: r >> 3 = a / 2 + 4w, r & 7 = 4 (a % 2) + i; column p0 = 16 chunk + 4t < kBlockN.
+    // Stores: row r = 4a + i: r >> 3 = a / 2, r & 7 = 4 (a % 2) + i; column p0 = 16 chunk + 4t < kBlockN.
     int const p0 = 16 * chunk + 4 * t;
-    int const srow = ((a >> 1) + 4 * w) * 8 * kAtomVt;
     CUTLASS_PRAGMA_UNROLL
     for (int i = 0; i < 4; ++i) {
       int const rl = 4 * (a & 1) + i;
-      store[i] = uint32_t(srow + rl * kAtomVt + (p0 ^ ((rl >> kShiftVt) << 4)));
+      store[i] = uint32_t((a >> 1) * 8 * kAtomVt + rl * kAtomVt + (p0 ^ ((rl >> kShiftVt) << 4)));
     }
-    return true;
+  }
+  // Unit (u, w): the chunk field XORs with u; the column moves by 32 w (XOR inside an atom column, plus whole atom
+  // columns); V^T rows move by 32 w.
+  CUTLASS_HOST_DEVICE static uint32_t load_offset(uint32_t base, int u, int w) {
+    return (base ^ (uint32_t(u) << kLoadChunkShift) ^ uint32_t(32 * (w % kColGroups))) +
+           uint32_t((w / kColGroups) * Traits::kBlockN * kAtomRaw);
+  }
+  CUTLASS_HOST_DEVICE static uint32_t store_offset(uint32_t base, int u, int w) {
+    return (base ^ (uint32_t(u) << 4)) + uint32_t(32 * w * kAtomVt);
   }
 
   CUTLASS_DEVICE static uint32_t ld_shared_u32(uint32_t addr) {
@@ -176,6 +185,8 @@ struct Fp8VTransposer {
   CUTLASS_DEVICE void transpose_block(typename Traits::SharedStorage& smem, PipelineKV const& pipeline_raw,
                                       PipelineVt const& pipeline_vt, int transpose_warp, int lane) {
     using namespace cute;
+    uint32_t ld_base[4], st_base[4];
+    thread_bases(lane, ld_base, st_base);
     pipeline_raw.consumer_wait(state_raw);
     pipeline_vt.writer_acquire(state_vt);
     // Stages are compact, kBlockN * dv bytes apart.
@@ -183,23 +194,29 @@ struct Fp8VTransposer {
                               uint32_t(state_raw.index * Traits::kBlockN * Traits::kHeadDimV);
     uint32_t const vt_base = cast_smem_ptr_to_uint(smem.vt.data()) +
                              uint32_t(state_vt.index * Traits::kBlockN * Traits::kHeadDimV);
+    // A run-time loop: unrolled, the compiler hoisted every unit's 8 offsets above the loads and spilled 620 bytes in
+    // the producer's 40 registers. Per unit, the XOR and add terms are computed once and shared by the 8 accesses.
     CUTE_NO_UNROLL
-    for (int it = transpose_warp; it < kIterations; it += Traits::kNumTransposeWarps) {
-      uint32_t ld[4], st[4];
-      if (!addresses(lane, it, ld, st)) { continue; }
-      uint32_t const r0 = ld_shared_u32(raw_base + ld[0]);
-      uint32_t const r1 = ld_shared_u32(raw_base + ld[1]);
-      uint32_t const r2 = ld_shared_u32(raw_base + ld[2]);
-      uint32_t const r3 = ld_shared_u32(raw_base + ld[3]);
+    for (int unit = transpose_warp; unit < kUnits; unit += Traits::kNumTransposeWarps) {
+      int const u = unit % kChunks;
+      int const w = unit / kChunks;
+      uint32_t const ld_xor = load_offset(0u, u, w) - uint32_t((w / kColGroups) * Traits::kBlockN * kAtomRaw);
+      uint32_t const ld_add = raw_base + uint32_t((w / kColGroups) * Traits::kBlockN * kAtomRaw);
+      uint32_t const st_xor = uint32_t(u) << 4;
+      uint32_t const st_add = vt_base + uint32_t(32 * w * kAtomVt);
+      uint32_t const r0 = ld_shared_u32(ld_add + (ld_base[0] ^ ld_xor));
+      uint32_t const r1 = ld_shared_u32(ld_add + (ld_base[1] ^ ld_xor));
+      uint32_t const r2 = ld_shared_u32(ld_add + (ld_base[2] ^ ld_xor));
+      uint32_t const r3 = ld_shared_u32(ld_add + (ld_base[3] ^ ld_xor));
       // Byte i of output word j is byte j of r_i.
       uint32_t const lo01 = __byte_perm(r0, r1, 0x5140);  // r0.b0 r1.b0 r0.b1 r1.b1
       uint32_t const hi01 = __byte_perm(r0, r1, 0x7362);  // r0.b2 r1.b2 r0.b3 r1.b3
       uint32_t const lo23 = __byte_perm(r2, r3, 0x5140);
       uint32_t const hi23 = __byte_perm(r2, r3, 0x7362);
-      st_shared_u32(vt_base + st[0], __byte_perm(lo01, lo23, 0x5410));
-      st_shared_u32(vt_base + st[1], __byte_perm(lo01, lo23, 0x7632));
-      st_shared_u32(vt_base + st[2], __byte_perm(hi01, hi23, 0x5410));
-      st_shared_u32(vt_base + st[3], __byte_perm(hi01, hi23, 0x7632));
+      st_shared_u32(st_add + (st_base[0] ^ st_xor), __byte_perm(lo01, lo23, 0x5410));
+      st_shared_u32(st_add + (st_base[1] ^ st_xor), __byte_perm(lo01, lo23, 0x7632));
+      st_shared_u32(st_add + (st_base[2] ^ st_xor), __byte_perm(hi01, hi23, 0x5410));
+      st_shared_u32(st_add + (st_base[3] ^ st_xor), __byte_perm(hi01, hi23, 0x7632));
     }
     // The WGMMAs read sVt through the async proxy: make the generic-proxy stores visible to it before signalling.
     cutlass::arch::fence_view_async_shared();

@@ -43,6 +43,10 @@ CUTLASS_DEVICE uint32_t pack_e4m3x2(float lo, float hi) {
 template <int kRows>
 struct Fp8OnlineSoftmax {
   static constexpr float kPOffset = 8.f;  // P = 2^(x - m + 8): up to 256 in e4m3
+  // The running max is only moved when it grows by more than this (log2 units): P then stays under
+  // 2^(8 + 0.8) = 446 < 448 (e4m3's largest value), and a block that moves no row's max needs no O rescale (a warp
+  // whose rows all kept theirs skips the multiply of its O accumulators).
+  static constexpr float kRescaleSlack = 0.8f;
   float row_max[kRows];                   // max of c * s seen so far (exp2 domain)
   float row_sum[kRows];
 
@@ -70,12 +74,17 @@ struct Fp8OnlineSoftmax {
       float const m_use = (m == -INFINITY) ? 0.f : m;
       if constexpr (kIsFirst) {
         correction[r] = 1.f;
+        row_max[r] = m;
       } else {
-        correction[r] = fast_exp2(row_max[r] - m_use);
-        row_sum[r] *= correction[r];
+        if (m - row_max[r] > kRescaleSlack) {  // false for -inf - -inf (NaN): such rows keep -inf
+          correction[r] = fast_exp2(row_max[r] - m_use);
+          row_sum[r] *= correction[r];
+          row_max[r] = m;
+        } else {
+          correction[r] = 1.f;
+        }
       }
-      row_max[r] = m;
-      float const bias = kPOffset - m_use;
+      float const bias = kPOffset - ((row_max[r] == -INFINITY) ? 0.f : row_max[r]);
       float sum[4] = {0.f, 0.f, 0.f, 0.f};
       CUTE_UNROLL
       for (int j = 0; j < kCols; ++j) {
@@ -155,6 +164,8 @@ struct MainloopFwdSm90Fp8Mma {
       if constexpr (decltype(needs_mask)::value) { mask.apply(s_rc, tScS_rc, tile.m_block, n_block); }
     };
     auto rescale_o = [&](float const (&correction)[kRowsPerThread], float ratio) CUTLASS_LAMBDA_FUNC_INLINE {
+      bool const needed = correction[0] != 1.f || correction[1] != 1.f || ratio != 1.f;
+      if (!__any_sync(0xffffffff, needed)) { return; }
       CUTE_UNROLL
       for (int r = 0; r < kRowsPerThread; ++r) {
         float const f = correction[r] * ratio;

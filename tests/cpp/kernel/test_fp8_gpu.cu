@@ -530,25 +530,26 @@ void check_transpose_addresses() {
   std::vector<int> loaded(kN * kDv / 4, 0), stored(kN * kDv / 4, 0);
   const int key_of[4] = {0, 1, 8, 9};
   int mismatches = 0;
-  for (int it = 0; it < Transposer::kIterations; ++it) {
+  for (int unit = 0; unit < Transposer::kUnits; ++unit) {
+    const int u = unit % Transposer::kChunks, w = unit / Transposer::kChunks;
     for (int lane = 0; lane < 32; ++lane) {
       uint32_t ld[4], st[4];
-      if (!Transposer::addresses(lane, it, ld, st)) continue;
-      const int a = lane / 4, t = lane % 4, u = it % (8 * Transposer::kChunkLoops),
-                w = it / (8 * Transposer::kChunkLoops);
-      const int chunk = ((a ^ u) & 7) + 8 * (u >> 3), d0 = 4 * a + 32 * w, p0 = 16 * chunk + 4 * t;
+      Transposer::thread_bases(lane, ld, st);
+      const int a = lane / 4, t = lane % 4;
+      const int chunk = (a & Transposer::kChunkMask) ^ u, d0 = 4 * a + 32 * w, p0 = 16 * chunk + 4 * t;
       for (int e = 0; e < 4; ++e) {
         const int key = 16 * chunk + 2 * t + key_of[e];
-        mismatches += int(ld[e]) != int(raw(key, d0));
+        mismatches += int(Transposer::load_offset(ld[e], u, w)) != int(raw(key, d0));
         ++loaded[key * (kDv / 4) + d0 / 4];
       }
       for (int i = 0; i < 4; ++i) {
-        mismatches += int(st[i]) != int(vt(d0 + i, p0));
+        mismatches += int(Transposer::store_offset(st[i], u, w)) != int(vt(d0 + i, p0));
         ++stored[(d0 + i) * (kN / 4) + p0 / 4];
       }
     }
   }
   EXPECT_EQ(mismatches, 0) << "hd" << kD;
+  // Every word of V is read once and every word of V^T written once (over all units, i.e. all transposer warps).
   for (int x : loaded) EXPECT_EQ(x, 1) << "hd" << kD << ": a V word loaded " << x << " times";
   for (int x : stored) EXPECT_EQ(x, 1) << "hd" << kD << ": a V^T word stored " << x << " times";
 }
