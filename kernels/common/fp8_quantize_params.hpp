@@ -16,7 +16,7 @@ struct Fp8QuantizeParams {
   float* scale;    // kPerBlock: (b, h, num_blocks); per tensor: 1 value
   uint32_t* amax;  // per tensor: the global amax (float bits), zeroed before the first pass
   int32_t batch, seqlen, heads, num_blocks;
-  int32_t block_rows;  // rows per scale: 64, 96 or 128 (the FP8 kernel's tile rows)
+  int32_t block_rows;  // rows per scale: 64, 96, 128 or 192 (the FP8 kernel's tile rows)
   int32_t hadamard;  // 0 / 1
   uint64_t seed;
 };

@@ -74,7 +74,7 @@ void check_fp8_args(const Fp8ForwardArgs& a) {
     throw Error(Status::kNotSupported, std::string(where) + ": options.softcap: FP8 forward has no softcap kernels");
   Fp8BlockShape const b = fp8_block_shape(s.head_dim);
   for (int rows : {b.block_m, b.block_n})
-    if (rows != 64 && rows != 96 && rows != 128)
+    if (rows != 64 && rows != 96 && rows != 128 && rows != 192)
       throw Error(Status::kInternalError, std::string(where) + ": no quantiser for blocks of " + std::to_string(rows) +
                                               " rows");
 }

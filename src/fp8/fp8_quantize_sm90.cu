@@ -31,6 +31,9 @@ cudaError_t launch_d(const Fp8QuantizeParams& p, bool per_block, cudaStream_t st
     case 64: return launch_rows<T, kD, 4>(p, per_block, stream);
     case 96: return launch_rows<T, kD, 6>(p, per_block, stream);
     case 128: return launch_rows<T, kD, 8>(p, per_block, stream);
+    case 192:  // only d = 64 uses 192-row tiles; larger d would not fit 12 rows per warp in registers
+      if constexpr (kD == 64) { return launch_rows<T, kD, 12>(p, per_block, stream); }
+      return cudaErrorInvalidValue;
     default: return cudaErrorInvalidValue;
   }
 }
