@@ -173,4 +173,40 @@ struct BwdTraitsSm90 {
   static_assert(kSharedStorageBytes <= 227 * 1024, "tile config exceeds the 227 KB shared-memory limit");
 };
 
+// The shared-memory tiles of a backward CTA as CuTe tensors, in both orientations (see the comment at the top).
+// K and V drop their depth-1 mode.
+template <class Traits>
+struct BwdSmemViews {
+  using Element = typename Traits::Element;
+  template <class Layout>
+  using View = decltype(cute::make_tensor(cute::make_smem_ptr(static_cast<Element*>(nullptr)), Layout{}));
+  template <class Layout>
+  using Slice = decltype(std::declval<View<Layout>>()(cute::_, cute::_, cute::_0{}));
+  template <class Layout>
+  CUTLASS_DEVICE static View<Layout> view(Element* data) {
+    return cute::make_tensor(cute::make_smem_ptr(data), Layout{});
+  }
+
+  Slice<typename Traits::SmemLayoutK> k;
+  Slice<typename Traits::SmemLayoutKt> kt;
+  Slice<typename Traits::SmemLayoutV> v;
+  View<typename Traits::SmemLayoutQ> q;      // (queries, d, stage)
+  View<typename Traits::SmemLayoutQt> qt;    // (d, queries, stage)
+  View<typename Traits::SmemLayoutdO> dout;
+  View<typename Traits::SmemLayoutdOt> dout_t;
+  View<typename Traits::SmemLayoutdSt> ds_t;  // (keys, queries, buffer)
+  View<typename Traits::SmemLayoutdS> ds;     // (queries, keys, buffer)
+
+  CUTLASS_DEVICE explicit BwdSmemViews(typename Traits::SharedStorage& s)
+      : k(view<typename Traits::SmemLayoutK>(s.k.data())(cute::_, cute::_, cute::_0{})),
+        kt(view<typename Traits::SmemLayoutKt>(s.k.data())(cute::_, cute::_, cute::_0{})),
+        v(view<typename Traits::SmemLayoutV>(s.v.data())(cute::_, cute::_, cute::_0{})),
+        q(view<typename Traits::SmemLayoutQ>(s.q.data())),
+        qt(view<typename Traits::SmemLayoutQt>(s.q.data())),
+        dout(view<typename Traits::SmemLayoutdO>(s.dout.data())),
+        dout_t(view<typename Traits::SmemLayoutdOt>(s.dout.data())),
+        ds_t(view<typename Traits::SmemLayoutdSt>(s.ds.data())),
+        ds(view<typename Traits::SmemLayoutdS>(s.ds.data())) {}
+};
+
 }  // namespace flash3

@@ -39,15 +39,7 @@ struct MainloopBwdSm90Mma {
     BwdParams const& p = params.bwd;
     bool const is_wg_leader = (threadIdx.x % cutlass::NumThreadsPerWarpGroup) == 0;
 
-    Tensor sK = make_tensor(make_smem_ptr(smem.k.data()), typename Traits::SmemLayoutK{})(_, _, _0{});
-    Tensor sKt = make_tensor(make_smem_ptr(smem.k.data()), typename Traits::SmemLayoutKt{})(_, _, _0{});
-    Tensor sV = make_tensor(make_smem_ptr(smem.v.data()), typename Traits::SmemLayoutV{})(_, _, _0{});
-    Tensor sQ = make_tensor(make_smem_ptr(smem.q.data()), typename Traits::SmemLayoutQ{});
-    Tensor sQt = make_tensor(make_smem_ptr(smem.q.data()), typename Traits::SmemLayoutQt{});
-    Tensor sdO = make_tensor(make_smem_ptr(smem.dout.data()), typename Traits::SmemLayoutdO{});
-    Tensor sdOt = make_tensor(make_smem_ptr(smem.dout.data()), typename Traits::SmemLayoutdOt{});
-    Tensor sdSt = make_tensor(make_smem_ptr(smem.ds.data()), typename Traits::SmemLayoutdSt{});
-    Tensor sdS = make_tensor(make_smem_ptr(smem.ds.data()), typename Traits::SmemLayoutdS{});
+    BwdSmemViews<Traits> const sm(smem);
 
     typename Traits::TiledMmaS mma_s;
     typename Traits::TiledMmadP mma_dp;
@@ -60,14 +52,14 @@ struct MainloopBwdSm90Mma {
     auto thr_dk = mma_dk.get_thread_slice(mma_thread_idx);
     auto thr_dq = mma_dq.get_thread_slice(mma_thread_idx);
 
-    Tensor tSrK = thr_s.partition_fragment_A(sK);       // (MMA, MMA_M, MMA_K)
-    Tensor tSrQ = thr_s.partition_fragment_B(sQ);       // (MMA, MMA_N, MMA_K, PIPE)
-    Tensor tdPrV = thr_dp.partition_fragment_A(sV);
-    Tensor tdPrdO = thr_dp.partition_fragment_B(sdO);
-    Tensor tdVrdOt = thr_dv.partition_fragment_B(sdOt);  // (MMA, MMA_N, MMA_K, PIPE)
-    Tensor tdKrQt = thr_dk.partition_fragment_B(sQt);
-    Tensor tdQrdS = thr_dq.partition_fragment_A(sdS);    // (MMA, MMA_M, MMA_K, 2)
-    Tensor tdQrKt = thr_dq.partition_fragment_B(sKt);
+    Tensor tSrK = thr_s.partition_fragment_A(sm.k);       // (MMA, MMA_M, MMA_K)
+    Tensor tSrQ = thr_s.partition_fragment_B(sm.q);       // (MMA, MMA_N, MMA_K, PIPE)
+    Tensor tdPrV = thr_dp.partition_fragment_A(sm.v);
+    Tensor tdPrdO = thr_dp.partition_fragment_B(sm.dout);
+    Tensor tdVrdOt = thr_dv.partition_fragment_B(sm.dout_t);  // (MMA, MMA_N, MMA_K, PIPE)
+    Tensor tdKrQt = thr_dk.partition_fragment_B(sm.qt);
+    Tensor tdQrdS = thr_dq.partition_fragment_A(sm.ds);    // (MMA, MMA_M, MMA_K, 2)
+    Tensor tdQrKt = thr_dq.partition_fragment_B(sm.kt);
 
     Tensor tSrS = partition_fragment_C(mma_s, TileShapeSt{});  // S^T, then P^T (fp32)
     Tensor tdPrdP = partition_fragment_C(mma_dp, TileShapeSt{});  // dP^T, then dS^T
@@ -81,7 +73,7 @@ struct MainloopBwdSm90Mma {
     // dS^T registers -> shared memory with stmatrix (8x8 16-bit tiles, 16 contiguous bytes per row: the queries).
     auto r2s_ds = make_tiled_copy_C(Copy_Atom<SM90_U32x4_STSM_N, Element>{}, mma_s);
     auto thr_r2s_ds = r2s_ds.get_thread_slice(mma_thread_idx);
-    Tensor tdSsdS = thr_r2s_ds.partition_D(sdSt);  // (CPY, CPY_M, CPY_N, 2)
+    Tensor tdSsdS = thr_r2s_ds.partition_D(sm.ds_t);  // (CPY, CPY_M, CPY_N, 2)
 
 
     cutlass::arch::ClusterTransactionBarrier::wait(&smem.kv_full, 0);

@@ -38,15 +38,7 @@ struct MainloopBwdSm90MmaSplitD {
     bool const is_wg_leader = (threadIdx.x % cutlass::NumThreadsPerWarpGroup) == 0;
     bool const is_consumer_leader = mma_thread_idx == 0;
 
-    Tensor sK = make_tensor(make_smem_ptr(smem.k.data()), typename Traits::SmemLayoutK{})(_, _, _0{});
-    Tensor sKt = make_tensor(make_smem_ptr(smem.k.data()), typename Traits::SmemLayoutKt{})(_, _, _0{});
-    Tensor sV = make_tensor(make_smem_ptr(smem.v.data()), typename Traits::SmemLayoutV{})(_, _, _0{});
-    Tensor sQ = make_tensor(make_smem_ptr(smem.q.data()), typename Traits::SmemLayoutQ{});
-    Tensor sQt = make_tensor(make_smem_ptr(smem.q.data()), typename Traits::SmemLayoutQt{});
-    Tensor sdO = make_tensor(make_smem_ptr(smem.dout.data()), typename Traits::SmemLayoutdO{});
-    Tensor sdOt = make_tensor(make_smem_ptr(smem.dout.data()), typename Traits::SmemLayoutdOt{});
-    Tensor sdSt = make_tensor(make_smem_ptr(smem.ds.data()), typename Traits::SmemLayoutdSt{});
-    Tensor sdS = make_tensor(make_smem_ptr(smem.ds.data()), typename Traits::SmemLayoutdS{});
+    BwdSmemViews<Traits> const sm(smem);
     Tensor sPt = make_tensor(make_smem_ptr(smem.dq_acc_or_pt.data()), typename Traits::SmemLayoutPt{});
 
     typename Traits::TiledMmaS mma_s;
@@ -60,15 +52,15 @@ struct MainloopBwdSm90MmaSplitD {
     auto thr_dk = mma_dk.get_thread_slice(mma_thread_idx);
     auto thr_dq = mma_dq.get_thread_slice(mma_thread_idx);
 
-    Tensor tSrK = thr_s.partition_fragment_A(sK);        // (MMA, MMA_M, MMA_K)
-    Tensor tSrQ = thr_s.partition_fragment_B(sQ);        // (MMA, MMA_N, MMA_K, PIPE)
-    Tensor tdPrV = thr_dp.partition_fragment_A(sV);
-    Tensor tdPrdO = thr_dp.partition_fragment_B(sdO);
+    Tensor tSrK = thr_s.partition_fragment_A(sm.k);        // (MMA, MMA_M, MMA_K)
+    Tensor tSrQ = thr_s.partition_fragment_B(sm.q);        // (MMA, MMA_N, MMA_K, PIPE)
+    Tensor tdPrV = thr_dp.partition_fragment_A(sm.v);
+    Tensor tdPrdO = thr_dp.partition_fragment_B(sm.dout);
     Tensor tdVrPt = thr_dv.partition_fragment_A(sPt);    // (MMA, MMA_M, MMA_K, 2)
-    Tensor tdVrdOt = thr_dv.partition_fragment_B(sdOt);  // (MMA, MMA_N, MMA_K, PIPE)
-    Tensor tdKrdSt = thr_dk.partition_fragment_A(sdSt);
-    Tensor tdKrQt = thr_dk.partition_fragment_B(sQt);
-    Tensor tdQrdS = thr_dq.partition_fragment_A(sdS);    // (MMA, MMA_M, MMA_K, 2)
+    Tensor tdVrdOt = thr_dv.partition_fragment_B(sm.dout_t);  // (MMA, MMA_N, MMA_K, PIPE)
+    Tensor tdKrdSt = thr_dk.partition_fragment_A(sm.ds_t);
+    Tensor tdKrQt = thr_dk.partition_fragment_B(sm.qt);
+    Tensor tdQrdS = thr_dq.partition_fragment_A(sm.ds);    // (MMA, MMA_M, MMA_K, 2)
 
     Tensor tSrS = partition_fragment_C(mma_s, TileShapeSt{});
     Tensor tdPrdP = partition_fragment_C(mma_dp, TileShapeSt{});
@@ -82,7 +74,7 @@ struct MainloopBwdSm90MmaSplitD {
     auto r2s = make_tiled_copy_C(Copy_Atom<SM90_U32x4_STSM_N, Element>{}, mma_s);
     auto thr_r2s = r2s.get_thread_slice(mma_thread_idx);
     Tensor tPsP = thr_r2s.partition_D(sPt);    // (CPY, CPY_M, CPY_N, 2)
-    Tensor tdSsdS = thr_r2s.partition_D(sdSt);
+    Tensor tdSsdS = thr_r2s.partition_D(sm.ds_t);
 
     cutlass::arch::ClusterTransactionBarrier::wait(&smem.kv_full, 0);
 
@@ -118,7 +110,7 @@ struct MainloopBwdSm90MmaSplitD {
             p.dq_accum + (scratch_row + int64_t(m_block) * Traits::kBlockM) * Traits::kHeadDim);
         CUTE_UNROLL
         for (int chunk = 0; chunk < Traits::kDqChunks; ++chunk) {
-          Tensor sKt_chunk = local_tile(sKt, Shape<typename Traits::DqChunk, typename Traits::BlockN>{},
+          Tensor sKt_chunk = local_tile(sm.kt, Shape<typename Traits::DqChunk, typename Traits::BlockN>{},
                                         make_coord(chunk, _0{}));
           Tensor tdQrKt = thr_dq.partition_fragment_B(sKt_chunk);
           wgmma_gemm<true>(mma_dq, tdQrdS(_, _, _, buffer), tdQrKt, tdQrdQ);
