@@ -13,6 +13,7 @@
 //
 //   Fp8Forward.Direct*     e4m3 inputs through flash3::forward: head dims 64/80/128/256, masks, GQA, bf16/fp16 out,
 //                          per-(batch, kv head) and per-block descales
+//   Fp8Forward.Varlen      packed sequences, an empty one and one without keys
 //   Fp8Forward.HighLevel*  fp8_forward on fp16/bf16 inputs with each technique on and off
 //   Fp8Validation.*        argument errors (no GPU needed)
 //   Fp8Transpose.*         the V transposer's hand-written shared-memory offsets against the CuTe layouts, and that
@@ -76,7 +77,7 @@ std::vector<double> fp8_emulated_forward(const ReferenceProblem& p, Precision ou
   const int64_t h = p.heads, hk = p.heads_k, d = p.head_dim, dv = p.dv();
   std::vector<double> out(static_cast<size_t>(p.out_elems()), 0.0);
   const double scale = p.scale();
-  std::vector<double> s(static_cast<size_t>(std::max(p.seqlen_k, 1)));
+  std::vector<double> s(static_cast<size_t>(std::max<int64_t>(p.rows_k(), 1)));  // indexed by key within a sequence
   for (int b = 0; b < p.batch; ++b) {
     const ReferenceProblem::Sequence seq = p.sequence(b);
     for (int64_t hq = 0; hq < h; ++hq) {
@@ -288,6 +289,64 @@ TEST_P(Fp8Direct, MatchesEmulation) {
 
 INSTANTIATE_TEST_SUITE_P(Fp8Forward, Fp8Direct, ::testing::ValuesIn(direct_cases()),
                          [](const ::testing::TestParamInfo<DirectCase>& i) { return direct_name(i.param); });
+
+// Varlen: packed (total, heads, d) tensors, an empty sequence and one without keys (out = 0, lse = -inf).
+TEST(Fp8Forward, Varlen) {
+  FLASH3_REQUIRE_SM90();
+  for (Mask m : {Mask::kNone, Mask::kCausal}) {
+    ReferenceProblem p = problem(3, 0, 0, 4, 2, 128);
+    p.cu_seqlens_q = {0, 130, 130, 347};
+    p.cu_seqlens_k = {0, 200, 261, 261};
+    set_mask(&p, m);
+    SCOPED_TRACE(std::string("fp8 varlen ") + p.to_string());
+    const int64_t tq = p.rows_q(), tk = p.rows_k(), h = p.heads, hk = p.heads_k, d = p.head_dim;
+    std::vector<double> q, k, v;
+    std::vector<float> unused;
+    const uint64_t seed = flash3_test::seed_from(std::string("fp8_varlen_") + mask_name(m));
+    const auto qb = random_fp8(1, int(tq), int(h), int(d), 128, Descale::kNone, seed, &q, &unused, 1, 1);
+    const auto kb = random_fp8(1, int(tk), int(hk), int(d), 128, Descale::kNone, seed + 1, &k, &unused, 1, 1);
+    const auto vb = random_fp8(1, int(tk), int(hk), int(d), 128, Descale::kNone, seed + 2, &v, &unused, 1, 1);
+    DeviceBuffer q_buf = DeviceBuffer::from(qb), k_buf = DeviceBuffer::from(kb), v_buf = DeviceBuffer::from(vb);
+    DeviceBuffer cu_q = DeviceBuffer::from(p.cu_seqlens_q), cu_k = DeviceBuffer::from(p.cu_seqlens_k);
+    DeviceBuffer out_buf(static_cast<size_t>(p.out_elems() * 2)), lse_buf(static_cast<size_t>(p.lse_elems() * 4));
+    out_buf.poison();
+    lse_buf.poison();
+    const auto e4m3 = flash3::DType::kFloat8E4M3;
+    flash3::ForwardArgs args;
+    args.q = flash3::make_tensor(q_buf.get(), e4m3, {tq, h, d});
+    args.k = flash3::make_tensor(k_buf.get(), e4m3, {tk, hk, d});
+    args.v = flash3::make_tensor(v_buf.get(), e4m3, {tk, hk, d});
+    args.out = flash3::make_tensor(out_buf.get(), flash3::DType::kBFloat16, {tq, h, d});
+    args.lse = flash3::make_tensor(lse_buf.get(), flash3::DType::kFloat32, {h, tq});
+    args.varlen.cu_seqlens_q = cu_q.as<const int32_t>();
+    args.varlen.cu_seqlens_k = cu_k.as<const int32_t>();
+    args.varlen.batch = p.batch;
+    args.varlen.max_seqlen_q = 217;
+    args.varlen.max_seqlen_k = 200;
+    args.options = options_for(p);
+    DeviceBuffer workspace;
+    try {
+      const int64_t ws = flash3::forward_workspace_size(args);
+      workspace = DeviceBuffer(static_cast<size_t>(ws));
+      args.workspace = workspace.get();
+      args.workspace_bytes = ws;
+      flash3::forward(args);
+    } catch (const flash3::Error& e) {
+      if (e.status() == flash3::Status::kNotSupported) GTEST_SKIP() << e.what();
+      FAIL() << e.what();
+    }
+    flash3_test::sync_device("flash3::forward (fp8 varlen)");
+    const auto out = flash3_test::download_lowprec(out_buf, static_cast<size_t>(p.out_elems()), Precision::kBFloat16);
+    const auto lse = flash3_test::download_float(lse_buf, static_cast<size_t>(p.lse_elems()));
+    std::vector<double> ref(out.size()), ref_lse(lse.size());
+    flash3::ref::reference_forward(p, q.data(), k.data(), v.data(), ref.data(), ref_lse.data());
+    const auto emu = fp8_emulated_forward(p, Precision::kBFloat16, q, k, v);
+    const auto used = flash3_test::used_out_mask(p);
+    EXPECT_TRUE(flash3_test::fa3_close("out", out, ref, emu, &used, flash3_test::out_locator(p)));
+    const auto lse_used = flash3_test::used_lse_mask(p);
+    EXPECT_TRUE(flash3_test::lse_close("lse", lse, ref_lse, &lse_used, flash3_test::lse_locator(p)));
+  }
+}
 
 // ---- fp8_forward (quantise + Hadamard + FP8 attention) --------------------------------------------------------------
 
