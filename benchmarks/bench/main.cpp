@@ -55,6 +55,7 @@ struct Options {
   float softcap = 0.f;
   int window_left = -1, window_right = -1;
   bool write_lse = true;
+  bool deterministic = false;  // bwd / fwdbwd: the bitwise-reproducible backward
   // Decode (--mode decode): query lengths, (batch, seqlen_k) pairs; heads/hdim default to 32/8 and 128 unless given.
   std::vector<int> decode_seqlen_q = {1};
   std::vector<std::pair<int, int>> decode_shapes = kDefaultDecodeShapes;
@@ -92,6 +93,7 @@ Defaults follow the FA3 paper: bf16, batch = total-tokens / seqlen, heads = hidd
   --heads-k N               key/value heads (GQA; default = heads)
   --scale X                 softmax scale (default 1/sqrt(hdim))
   --softcap X               tanh softcap (default 0 = off)
+  --deterministic           bwd/fwdbwd: the deterministic backward (bitwise-reproducible dQ, dK, dV)
   --window L,R              sliding window (default -1,-1 = none)
   --no-lse                  do not write the logsumexp (default: written, as FA3 does; bwd/fwdbwd always write it)
 decode mode (seqlen_q small, long KV; bytes = q + k + v + out (+ lse), each read or written once):
@@ -262,6 +264,8 @@ Options parse_args(int argc, char** argv, bool* list_kernels) {
       o.softmax_scale = parse_float(next(), arg);
     } else if (arg == "--softcap") {
       o.softcap = parse_float(next(), arg);
+    } else if (arg == "--deterministic") {
+      o.deterministic = true;
     } else if (arg == "--window") {
       const auto w = split(next(), ',');
       if (w.size() != 2) throw UsageError("--window: expected L,R (e.g. 256,0 or -1,-1)");
@@ -316,6 +320,7 @@ struct Config {
   float softmax_scale = 0.f;  // as passed to flash3 (<= 0: default)
   float softcap = 0.f;
   int window_left = -1, window_right = -1;  // as passed to flash3
+  bool deterministic = false;
 };
 
 // The mask flash3 applies (types.hpp): causal == window (-1, 0); causal with a window means (left, 0).
@@ -357,6 +362,7 @@ std::string mask_str(const Config& c) {
     m = "full";
   }
   if (c.softcap > 0.f) m += "+softcap";
+  if (c.deterministic && c.mode != "fwd" && c.mode != "decode") m += "+det";
   return m;
 }
 
@@ -518,6 +524,7 @@ flash3::AttentionOptions attention_options(const Config& c, cudaStream_t stream)
   o.window_left = c.window_left;
   o.window_right = c.window_right;
   o.softcap = c.softcap;
+  o.deterministic = c.deterministic;
   o.stream = stream;
   return o;
 }
@@ -1184,6 +1191,7 @@ int main(int argc, char** argv) {
     c.softcap = opt.softcap;
     c.window_left = opt.window_left;
     c.window_right = opt.window_right;
+    c.deterministic = opt.deterministic;
     return c;
   };
   for (const std::string& mode : opt.modes) {
