@@ -21,6 +21,7 @@
 #include <tuple>
 #include <vector>
 
+#include "common/attention_cases.hpp"
 #include "common/gpu_utils.hpp"
 #include "common/test_data.hpp"
 #include "common/tolerance.hpp"
@@ -32,6 +33,14 @@ namespace {
 using flash3::ref::Precision;
 using flash3::ref::ReferenceProblem;
 using flash3_test::DeviceBuffer;
+using flash3_test::Gqa;
+using flash3_test::Mask;
+using flash3_test::gqa_name;
+using flash3_test::mask_name;
+using flash3_test::max_len;
+using flash3_test::set_heads;
+using flash3_test::set_mask;
+using flash3_test::set_softcap;
 
 // ---- the low-precision yardstick -------------------------------------------------------------------------------------
 
@@ -138,36 +147,6 @@ void naive_backward_lowprec(const ReferenceProblem& p, Precision prec, const std
 }
 
 // ---- running flash3::backward ----------------------------------------------------------------------------------------
-
-enum class Mask { kNone, kCausal, kWindow, kCausalWindow };
-enum class Gqa { kMha, kGqa4, kMqa };
-
-const char* mask_name(Mask m) {
-  return m == Mask::kNone ? "nomask" : m == Mask::kCausal ? "causal" : m == Mask::kWindow ? "window37x11" : "causal_left64";
-}
-const char* gqa_name(Gqa g) { return g == Gqa::kMha ? "mha" : g == Gqa::kGqa4 ? "gqa4" : "mqa"; }
-
-void set_mask(ReferenceProblem* p, Mask m) {
-  p->causal = m == Mask::kCausal || m == Mask::kCausalWindow;
-  p->window_left = m == Mask::kWindow ? 37 : m == Mask::kCausalWindow ? 64 : -1;
-  p->window_right = m == Mask::kWindow ? 11 : -1;
-}
-void set_heads(ReferenceProblem* p, Gqa g) {
-  p->heads = g == Gqa::kMha ? 3 : g == Gqa::kGqa4 ? 8 : 5;
-  p->heads_k = g == Gqa::kMha ? 3 : g == Gqa::kGqa4 ? 2 : 1;
-}
-// As in the forward tests: a larger scale with softcap so a missing tanh (or tanh derivative) is far outside tolerance.
-void set_softcap(ReferenceProblem* p, bool on) {
-  p->softcap = on ? 30.0 : 0.0;
-  p->softmax_scale = on ? static_cast<double>(static_cast<float>(2.5 / std::sqrt(static_cast<double>(p->head_dim))))
-                        : 0.0;
-}
-
-int max_len(const std::vector<int>& cu) {
-  int m = 0;
-  for (size_t i = 0; i + 1 < cu.size(); ++i) m = std::max(m, cu[i + 1] - cu[i]);
-  return m;
-}
 
 struct Gradients {
   std::vector<double> dq, dk, dv;

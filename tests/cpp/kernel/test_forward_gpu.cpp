@@ -25,6 +25,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/attention_cases.hpp"
 #include "common/gpu_utils.hpp"
 #include "common/naive_attention_gpu.hpp"
 #include "common/test_data.hpp"
@@ -39,46 +40,26 @@ namespace {
 using flash3::ref::Precision;
 using flash3::ref::ReferenceProblem;
 using flash3_test::DeviceBuffer;
+using flash3_test::Gqa;
+using flash3_test::Mask;
+using flash3_test::gqa_name;
+using flash3_test::mask_name;
+using flash3_test::max_len;
+using flash3_test::set_heads;
+using flash3_test::set_mask;
+using flash3_test::set_softcap;
 
 // ---- case description ---------------------------------------------------------------------------------------------
 
 struct HeadDims {
   int d, dv;
 };
-enum class Mask { kNone, kCausal, kWindow, kCausalWindow };
-enum class Gqa { kMha, kGqa4, kMqa };
 enum class Oracle { kCpu, kNaiveGpu };
 
 const HeadDims kHeadDims[] = {{64, 64},   {96, 96}, {128, 128}, {192, 192}, {256, 256},
                               {192, 128}, {40, 40}, {72, 72},   {136, 136}};
 const Mask kMasks[] = {Mask::kNone, Mask::kCausal, Mask::kWindow, Mask::kCausalWindow};
 const Precision kDtypes[] = {Precision::kFloat16, Precision::kBFloat16};
-
-const char* mask_name(Mask m) {
-  switch (m) {
-    case Mask::kNone:
-      return "nomask";
-    case Mask::kCausal:
-      return "causal";
-    case Mask::kWindow:
-      return "window37x11";
-    case Mask::kCausalWindow:
-      return "causal_left64";
-  }
-  return "?";
-}
-
-const char* gqa_name(Gqa g) {
-  switch (g) {
-    case Gqa::kMha:
-      return "mha";
-    case Gqa::kGqa4:
-      return "gqa4";
-    case Gqa::kMqa:
-      return "mqa";
-  }
-  return "?";
-}
 
 std::string hd_name(HeadDims hd) {
   return hd.d == hd.dv ? "hd" + std::to_string(hd.d) : "hd" + std::to_string(hd.d) + "x" + std::to_string(hd.dv);
@@ -100,27 +81,6 @@ const char* status_name(flash3::Status s) {
       return "kInternalError";
   }
   return "unknown status";
-}
-
-void set_mask(ReferenceProblem* p, Mask m) {
-  p->causal = m == Mask::kCausal || m == Mask::kCausalWindow;
-  p->window_left = m == Mask::kWindow ? 37 : m == Mask::kCausalWindow ? 64 : -1;
-  p->window_right = m == Mask::kWindow ? 11 : -1;
-}
-
-void set_heads(ReferenceProblem* p, Gqa g) {
-  // Odd head counts on purpose; GQA4 has two groups, MQA one kv head for five query heads.
-  p->heads = g == Gqa::kMha ? 3 : g == Gqa::kGqa4 ? 8 : 5;
-  p->heads_k = g == Gqa::kMha ? 3 : g == Gqa::kGqa4 ? 2 : 1;
-}
-
-// Softcap 30 with the default scale would leave tanh nearly linear on unit-normal inputs (scores of a few units);
-// a larger explicit scale pushes scores to ~10, where a missing or wrong tanh changes P by far more than the
-// tolerance. The scale is a float so that kernel and reference use the very same value.
-void set_softcap(ReferenceProblem* p, bool on) {
-  p->softcap = on ? 30.0 : 0.0;
-  p->softmax_scale = on ? static_cast<double>(static_cast<float>(2.5 / std::sqrt(static_cast<double>(p->head_dim))))
-                        : 0.0;  // 0: the default 1/sqrt(d) on both sides
 }
 
 ReferenceProblem batch_problem(int b, int sq, int sk, HeadDims hd) {
@@ -155,12 +115,6 @@ struct Outcome {
   bool not_supported = false;
   std::string message;
 };
-
-int max_len(const std::vector<int>& cu) {
-  int m = 0;
-  for (size_t i = 0; i + 1 < cu.size(); ++i) m = std::max(m, cu[i + 1] - cu[i]);
-  return m;
-}
 
 // Runs flash3::forward on random inputs for problem `p` and checks out and lse against `oracle`. Returns
 // not_supported (with the library's message) when this build has no kernel for the configuration.
