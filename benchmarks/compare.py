@@ -72,60 +72,19 @@ MODE_TITLES = {"fwd": "forward", "bwd": "backward", "fwdbwd": "forward + backwar
 PEER_BACKENDS = {"cudnn": "CUDNN_ATTENTION", "flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION"}
 PEER_LABELS = {"cudnn": "cuDNN", "flash": "FA2 (SDPA flash)", "efficient": "SDPA efficient"}
 
-# ---- the C ABI, mirrored field by field (order and types exactly as in flash3_c.h) ------------------------------
+# ---- the C ABI (python/flash3/_lib.py's mirror; --selftest checks it field by field against flash3_c.h) ------------
 
-FLASH3_MAX_RANK = 5
-C_API_VERSION = 2  # FLASH3_C_API_VERSION this mirror matches (--selftest checks it against the header)
+import c_abi  # noqa: E402  (the package's ctypes mirror of flash3_c.h, loaded by path)
+
+FLASH3_MAX_RANK = c_abi.MAX_RANK
+C_API_VERSION = c_abi.C_API_VERSION  # FLASH3_C_API_VERSION the mirror matches (--selftest checks it against the header)
 DTYPE = {"float16": 0, "bfloat16": 1, "float32": 2, "float8_e4m3fn": 3, "int32": 4}
 STATUS_NAMES = {0: "FLASH3_STATUS_SUCCESS", 1: "FLASH3_STATUS_INVALID_ARGUMENT", 2: "FLASH3_STATUS_NOT_SUPPORTED",
                 3: "FLASH3_STATUS_NO_DEVICE", 4: "FLASH3_STATUS_CUDA_ERROR", 5: "FLASH3_STATUS_INTERNAL_ERROR"}
 STATUS_SUCCESS = 0
 STATUS_NOT_SUPPORTED = 2
-
-
-class Flash3Tensor(ctypes.Structure):
-    _fields_ = [
-        ("data", ctypes.c_void_p),
-        ("dtype", ctypes.c_int32),
-        ("rank", ctypes.c_int32),
-        ("shape", ctypes.c_int64 * FLASH3_MAX_RANK),
-        ("stride", ctypes.c_int64 * FLASH3_MAX_RANK),
-    ]
-
-
-class Flash3Params(ctypes.Structure):
-    _fields_ = [
-        ("struct_size", ctypes.c_size_t),
-        ("q", Flash3Tensor),
-        ("k", Flash3Tensor),
-        ("v", Flash3Tensor),
-        ("out", Flash3Tensor),
-        ("lse", Flash3Tensor),
-        ("dout", Flash3Tensor),
-        ("dq", Flash3Tensor),
-        ("dk", Flash3Tensor),
-        ("dv", Flash3Tensor),
-        ("cu_seqlens_q", ctypes.c_void_p),
-        ("cu_seqlens_k", ctypes.c_void_p),
-        ("seqused_q", ctypes.c_void_p),
-        ("seqused_k", ctypes.c_void_p),
-        ("varlen_batch", ctypes.c_int32),
-        ("max_seqlen_q", ctypes.c_int32),
-        ("max_seqlen_k", ctypes.c_int32),
-        ("softmax_scale", ctypes.c_float),
-        ("causal", ctypes.c_int32),
-        ("window_left", ctypes.c_int32),
-        ("window_right", ctypes.c_int32),
-        ("softcap", ctypes.c_float),
-        ("deterministic", ctypes.c_int32),
-        ("stream", ctypes.c_void_p),
-        ("workspace", ctypes.c_void_p),
-        ("workspace_bytes", ctypes.c_int64),
-        # appended in C API version 2
-        ("q_descale", Flash3Tensor),
-        ("k_descale", Flash3Tensor),
-        ("v_descale", Flash3Tensor),
-    ]
+Flash3Tensor = c_abi.Tensor
+Flash3Params = c_abi.Params
 
 
 class Flash3Error(RuntimeError):

@@ -17,26 +17,14 @@ import sys
 
 import torch
 
-MAX_RANK = 5
+import c_abi
+
+MAX_RANK = c_abi.MAX_RANK
 DT = {torch.float16: 0, torch.bfloat16: 1, torch.float32: 2, torch.float8_e4m3fn: 3, torch.int32: 4}
 
 
-class Tensor(ctypes.Structure):
-    _fields_ = [("data", ctypes.c_void_p), ("dtype", ctypes.c_int32), ("rank", ctypes.c_int32),
-                ("shape", ctypes.c_int64 * MAX_RANK), ("stride", ctypes.c_int64 * MAX_RANK)]
-
-
-class Params(ctypes.Structure):
-    _fields_ = [("struct_size", ctypes.c_size_t),
-                ("q", Tensor), ("k", Tensor), ("v", Tensor), ("out", Tensor), ("lse", Tensor),
-                ("dout", Tensor), ("dq", Tensor), ("dk", Tensor), ("dv", Tensor),
-                ("cu_seqlens_q", ctypes.c_void_p), ("cu_seqlens_k", ctypes.c_void_p),
-                ("seqused_q", ctypes.c_void_p), ("seqused_k", ctypes.c_void_p),
-                ("varlen_batch", ctypes.c_int32), ("max_seqlen_q", ctypes.c_int32), ("max_seqlen_k", ctypes.c_int32),
-                ("softmax_scale", ctypes.c_float), ("causal", ctypes.c_int32), ("window_left", ctypes.c_int32),
-                ("window_right", ctypes.c_int32), ("softcap", ctypes.c_float), ("deterministic", ctypes.c_int32),
-                ("stream", ctypes.c_void_p), ("workspace", ctypes.c_void_p), ("workspace_bytes", ctypes.c_int64),
-                ("q_descale", Tensor), ("k_descale", Tensor), ("v_descale", Tensor)]
+Tensor = c_abi.Tensor  # the package's ctypes mirror of flash3_c.h (benchmarks/c_abi.py)
+Params = c_abi.Params
 
 
 class Fp8Options(ctypes.Structure):
