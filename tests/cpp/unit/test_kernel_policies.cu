@@ -9,7 +9,6 @@
 
 #include "kernels/common/mask.hpp"
 #include "kernels/common/tile_scheduler.hpp"
-#include "kernels/common/tma_geometry.hpp"
 
 namespace {
 
@@ -143,37 +142,3 @@ TEST(TileOrder, HeadMajorVisitsEveryTileOnceLongestFirst) {
 }
 
 }  // namespace
-
-// The TMA view every sm90 launcher builds (rows, d, heads, batch): varlen folds sequences into rows and drops the
-// batch stride; empty extents become 1 (a descriptor needs them non-zero; no load is issued then).
-TEST(TmaGeometry, BatchAndVarlenViews) {
-  flash3::FwdParams p{};
-  p.batch = 3;
-  p.seqlen_q = 100;
-  p.seqlen_k = 0;
-  p.total_q = 300;
-  p.total_k = 0;
-  flash3::TmaGeometry const batch_mode(p);
-  EXPECT_FALSE(batch_mode.varlen);
-  EXPECT_EQ(batch_mode.rows_q, 100);
-  EXPECT_EQ(batch_mode.rows_k, 1);
-  EXPECT_EQ(batch_mode.batch, 3);
-  auto const t = batch_mode.tensor(static_cast<const uint16_t*>(nullptr), cute::make_shape(100, 64, 4, 3),
-                                   int64_t(256), int64_t(64), int64_t(25600));
-  EXPECT_EQ(int64_t(cute::get<3>(t.stride())), 25600);
-  EXPECT_EQ(int64_t(cute::get<0>(t.stride())), 256);
-  EXPECT_EQ(int64_t(cute::get<2>(t.stride())), 64);
-
-  int32_t cu[] = {0, 120, 300};
-  p.cu_seqlens_q = cu;
-  p.cu_seqlens_k = cu;
-  p.total_k = 300;
-  flash3::TmaGeometry const varlen(p);
-  EXPECT_TRUE(varlen.varlen);
-  EXPECT_EQ(varlen.rows_q, 300);
-  EXPECT_EQ(varlen.rows_k, 300);
-  EXPECT_EQ(varlen.batch, 1);
-  auto const v = varlen.tensor(static_cast<const uint16_t*>(nullptr), cute::make_shape(300, 64, 4, 1), int64_t(256),
-                               int64_t(64), int64_t(25600));
-  EXPECT_EQ(int64_t(cute::get<3>(v.stride())), 0);
-}
