@@ -10,7 +10,6 @@
 #include "flash3/types.hpp"
 #include "kernels/common/bwd_params.hpp"
 #include "kernels/common/bwd_prepost.cuh"
-#include "kernels/common/tma_geometry.hpp"
 #include "kernels/sm90/bwd_kernel_sm90.hpp"
 #include "kernels/sm90/bwd_postprocess_sm90.hpp"
 
@@ -24,12 +23,16 @@ void run_bwd_sm90(BwdParams const& p, cudaStream_t stream) {
   typename Kernel::Params params{};
   params.bwd = p;
 
-  TmaGeometry const geo(p);
-  bool const varlen = geo.varlen;
-  params.shape_q = make_shape(geo.rows_q, p.head_dim, p.num_heads, geo.batch);
-  params.shape_do = make_shape(geo.rows_q, p.head_dim_v, p.num_heads, geo.batch);
-  params.shape_k = make_shape(geo.rows_k, p.head_dim, p.num_heads_k, geo.batch);
-  params.shape_v = make_shape(geo.rows_k, p.head_dim_v, p.num_heads_k, geo.batch);
+  bool const varlen = p.cu_seqlens_q != nullptr;
+  // A descriptor needs non-zero extents; with no keys (or queries) no load is ever issued, so 1 is safe.
+  auto at_least_1 = [](int64_t x) { return int32_t(x > 0 ? x : 1); };
+  int32_t const rows_q = at_least_1(varlen ? p.total_q : p.seqlen_q);
+  int32_t const rows_k = at_least_1(varlen ? p.total_k : p.seqlen_k);
+  int32_t const batch = varlen ? 1 : p.batch;
+  params.shape_q = make_shape(rows_q, p.head_dim, p.num_heads, batch);
+  params.shape_do = make_shape(rows_q, p.head_dim_v, p.num_heads, batch);
+  params.shape_k = make_shape(rows_k, p.head_dim, p.num_heads_k, batch);
+  params.shape_v = make_shape(rows_k, p.head_dim_v, p.num_heads_k, batch);
 
   auto const* q = static_cast<Element const*>(p.q);
   auto const* dout = static_cast<Element const*>(p.dout);
@@ -37,7 +40,7 @@ void run_bwd_sm90(BwdParams const& p, cudaStream_t stream) {
   auto const* k = p.k != nullptr ? static_cast<Element const*>(p.k) : q;
   auto const* v = p.v != nullptr ? static_cast<Element const*>(p.v) : q;
   auto tensor = [&](Element const* ptr, auto shape, int64_t row, int64_t head, int64_t batch_stride) {
-    return geo.tensor(ptr, shape, row, head, batch_stride);
+    return make_tensor(make_gmem_ptr(ptr), shape, make_stride(row, _1{}, head, varlen ? int64_t(0) : batch_stride));
   };
   params.tma_q = make_tma_copy(SM90_TMA_LOAD{}, tensor(q, params.shape_q, p.q_row_stride, p.q_head_stride, p.q_batch_stride),
                                take<0, 2>(typename Traits::SmemLayoutQ{}),

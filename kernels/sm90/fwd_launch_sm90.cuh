@@ -9,7 +9,6 @@
 
 #include "flash3/types.hpp"
 #include "kernels/common/fwd_params.hpp"
-#include "kernels/common/tma_geometry.hpp"
 #include "kernels/sm90/fwd_kernel_sm90.hpp"
 
 namespace flash3 {
@@ -22,9 +21,13 @@ void run_fwd_sm90(FwdParams const& p, cudaStream_t stream) {
   typename Kernel::Params params{};
   params.fwd = p;
 
-  TmaGeometry const geo(p);
-  bool const varlen = geo.varlen;
-  int32_t const rows_q = geo.rows_q, rows_k = geo.rows_k, batch = geo.batch;
+  bool const varlen = p.cu_seqlens_q != nullptr;
+  // A descriptor needs non-zero extents; with no keys (or queries) no load is ever issued, so 1 is safe.
+  auto at_least_1 = [](int64_t x) { return int32_t(x > 0 ? x : 1); };
+  // TMA tensors: (rows, d, heads, batch). Varlen: all sequences are rows of one (total, d, heads, 1) tensor.
+  int32_t const rows_q = at_least_1(varlen ? p.total_q : p.seqlen_q);
+  int32_t const rows_k = at_least_1(varlen ? p.total_k : p.seqlen_k);
+  int32_t const batch = varlen ? 1 : p.batch;
   params.shape_q = make_shape(rows_q, p.head_dim, p.num_heads, batch);
   params.shape_k = make_shape(rows_k, p.head_dim, p.num_heads_k, batch);
   params.shape_vt = make_shape(p.head_dim_v, rows_k, p.num_heads_k, batch);
@@ -34,8 +37,10 @@ void run_fwd_sm90(FwdParams const& p, cudaStream_t stream) {
   // still needs a valid address.
   auto const* k = p.k != nullptr ? static_cast<Element const*>(p.k) : q;
   auto const* v = p.v != nullptr ? static_cast<Element const*>(p.v) : q;
-  Tensor mQ = geo.tensor(q, params.shape_q, p.q_row_stride, p.q_head_stride, p.q_batch_stride);
-  Tensor mK = geo.tensor(k, params.shape_k, p.k_row_stride, p.k_head_stride, p.k_batch_stride);
+  Tensor mQ = make_tensor(make_gmem_ptr(q), params.shape_q,
+                          make_stride(p.q_row_stride, _1{}, p.q_head_stride, varlen ? int64_t(0) : p.q_batch_stride));
+  Tensor mK = make_tensor(make_gmem_ptr(k), params.shape_k,
+                          make_stride(p.k_row_stride, _1{}, p.k_head_stride, varlen ? int64_t(0) : p.k_batch_stride));
   Tensor mVt = make_tensor(make_gmem_ptr(v), params.shape_vt,
                            make_stride(_1{}, p.v_row_stride, p.v_head_stride, varlen ? int64_t(0) : p.v_batch_stride));
   params.tma_q = make_tma_copy(SM90_TMA_LOAD{}, mQ, typename Traits::SmemLayoutQ{},
