@@ -167,9 +167,29 @@ def parts(torch, flash3, tensors, time_loop):
             lambda: (torch.empty(q.shape, dtype=q.dtype, device="cuda"),
                      torch.empty((q.shape[0], q.shape[2], q.shape[1]), dtype=torch.float32, device="cuda"),
                      torch.empty(256, dtype=torch.uint8, device="cuda")))
+        res["torch.empty(out) alone"] = time_loop(lambda: torch.empty(q.shape, dtype=q.dtype, device=q.device))
+        res["q.new_empty(shape) alone"] = time_loop(lambda: q.new_empty(q.shape))
+        res["ctypes: one bare C call (flash3_c_api_version)"] = time_loop(lib.lib.flash3_c_api_version)
+        res["python: _ops.attention() dispatch checks + fwd_impl"] = time_loop(
+            lambda: _ops.attention(q, k, v, *args, need_lse=False))
         qg, kg, vg = (t.detach().requires_grad_(True) for t in (q, k, v))
+
+    class _Nothing(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, a, b, c, rest):
+            return a.view_as(a)
+
+        @staticmethod
+        def backward(ctx, g):
+            return g, None, None, None
+
     res["training fwd: _Attention.apply (autograd.Function + fwd_impl)"] = time_loop(
-        lambda: _ops._Attention.apply(qg, kg, vg, *args))
+        lambda: _ops._Attention.apply(qg, kg, vg, args))
+    res["training fwd: autograd.Function.apply whose forward does nothing"] = time_loop(
+        lambda: _Nothing.apply(qg, kg, vg, args))
+    with torch.enable_grad():
+        res["training fwd: flash3.flash_attn_func (public API)"] = time_loop(
+            lambda: flash3.flash_attn_func(qg, kg, vg, causal=True))
     return res
 
 

@@ -53,9 +53,13 @@ struct StaticTileWalk {
 // kTileConsumed (consumers arrive after reading, the producer waits before the next write). The second barrier is
 // what keeps the producer from running more than one index ahead: tiles it skips (nothing to load) cost it no other
 // wait. The producer's final wait (finish()) consumes the consumers' last arrival, so no barrier is left half-used.
+//
+// When the grid covers every tile (one tile per CTA) there is nothing to balance: the launcher then passes a null
+// counter, and the walk ends after the first tile with no atomic and no zeroing memset before the launch (a memset
+// is a stream operation costing microseconds of host time on every small call).
 template <int kNumConsumerThreads>
 struct DynamicTileWalk {
-  int* counter;  // zeroed before the launch
+  int* counter;  // zeroed before the launch; null when gridDim.x covers every tile
 
   static constexpr uint32_t kBarrierThreads = kNumConsumerThreads + cutlass::NumThreadsPerWarp;
 
@@ -65,7 +69,8 @@ struct DynamicTileWalk {
   template <class Storage>
   CUTLASS_DEVICE int producer_next(int, Storage& smem, int count) const {
     int next = 0;
-    if (cute::elect_one_sync()) { next = atomicAdd(counter, 1) + int(gridDim.x); }
+    // Without a counter gridDim.x == #tiles, so gridDim.x itself ends the walk.
+    if (cute::elect_one_sync()) { next = (counter != nullptr ? atomicAdd(counter, 1) : 0) + int(gridDim.x); }
     next = __shfl_sync(0xffffffff, next, 0);
     if (count > 0) { named_barrier_sync(kBarrierThreads, FwdNamedBarrier::kTileConsumed); }
     if (cute::elect_one_sync()) { smem.next_tile = next; }

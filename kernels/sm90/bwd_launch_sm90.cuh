@@ -10,6 +10,7 @@
 #include "flash3/types.hpp"
 #include "kernels/common/bwd_params.hpp"
 #include "kernels/common/bwd_prepost.cuh"
+#include "kernels/common/launch_helpers.hpp"
 #include "kernels/sm90/bwd_kernel_sm90.hpp"
 #include "kernels/sm90/bwd_postprocess_sm90.hpp"
 
@@ -76,7 +77,7 @@ void run_bwd_sm90(BwdParams const& p, cudaStream_t stream) {
   if (grid.x > 0) {
     auto kernel = &bwd_kernel_sm90<Kernel>;
     constexpr int kSmemBytes = Traits::kSharedStorageBytes;
-    err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
+    err = ensure_dynamic_smem<Kernel>(kernel, kSmemBytes);
     if (err == cudaSuccess) {
       kernel<<<grid, Traits::kNumThreads, kSmemBytes, stream>>>(params);
       err = cudaGetLastError();

@@ -9,6 +9,7 @@
 
 #include "flash3/types.hpp"
 #include "kernels/common/fwd_params.hpp"
+#include "kernels/common/launch_helpers.hpp"
 #include "kernels/sm90/fp8_fwd_kernel_sm90.hpp"
 
 namespace flash3 {
@@ -55,10 +56,11 @@ void run_fp8_fwd_sm90(FwdParams const& p, cudaStream_t stream) {
 
   auto kernel = &fp8_fwd_kernel_sm90<Kernel>;
   constexpr int kSmemBytes = Traits::kSharedStorageBytes;
-  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
+  cudaError_t err = ensure_dynamic_smem<Kernel>(kernel, kSmemBytes);
   if constexpr (kHasLocal) {
-    params.walk.counter = p.tile_counter;
-    if (err == cudaSuccess) { err = cudaMemsetAsync(p.tile_counter, 0, sizeof(int), stream); }
+    if (err == cudaSuccess) {
+      err = prepare_tile_counter(p.tile_counter, num_tiles, grid, stream, &params.walk.counter);
+    }
   }
   if (err == cudaSuccess) {
     kernel<<<grid, Traits::kNumThreads, kSmemBytes, stream>>>(params);

@@ -9,6 +9,7 @@
 
 #include "flash3/types.hpp"
 #include "kernels/common/fwd_params.hpp"
+#include "kernels/common/launch_helpers.hpp"
 #include "kernels/sm90/fwd_kernel_sm90.hpp"
 
 namespace flash3 {
@@ -58,14 +59,12 @@ void run_fwd_sm90(FwdParams const& p, cudaStream_t stream) {
 
   auto kernel = &fwd_kernel_sm90<Kernel>;
   constexpr int kSmemBytes = Traits::kSharedStorageBytes;
-  // The attribute is per function and per device; setting it on every call is cheap next to the launch itself
-  // and stays right when the caller switches devices.
-  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
+  cudaError_t err = ensure_dynamic_smem<Kernel>(kernel, kSmemBytes);
   if constexpr (kHasLocal) {
-    // The dynamic walk's counter lives in the caller's workspace (forward_workspace_size); zeroing it is a
-    // stream-ordered memset, so the call stays capturable in a CUDA graph.
-    params.walk.counter = p.tile_counter;
-    if (err == cudaSuccess) { err = cudaMemsetAsync(p.tile_counter, 0, sizeof(int), stream); }
+    // The dynamic walk's counter lives in the caller's workspace (forward_workspace_size).
+    if (err == cudaSuccess) {
+      err = prepare_tile_counter(p.tile_counter, num_tiles, grid, stream, &params.walk.counter);
+    }
   }
   if (err == cudaSuccess) {
     kernel<<<grid, Traits::kNumThreads, kSmemBytes, stream>>>(params);

@@ -308,6 +308,11 @@ class Library:
     def forward(self, buf):
         self._check(self._forward(ctypes.addressof(buf)))
 
+    @property
+    def forward_status(self):
+        """flash3_forward itself: takes the params struct's address, returns the status (no exception)."""
+        return self._forward
+
     def backward_workspace_size(self, buf):
         n = ctypes.c_int64(0)
         self._check(self._backward_ws(ctypes.addressof(buf), ctypes.byref(n)))

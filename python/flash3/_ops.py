@@ -117,36 +117,47 @@ _is_capturing = getattr(torch._C, "_cuda_isCurrentStreamCapturing", None) or tor
 # stream runs in order and flash3 re-zeroes what it uses, so reuse is safe and saves an allocation per call. Never
 # used while the stream is being captured (a graph gets its own allocation from the graph's pool).
 _SMALL_WORKSPACE = 4096
-_workspaces = {}
+_workspaces = {}  # (device index, stream) -> (tensor, data pointer)
 
 
-def _workspace(nbytes, idx, stream, device):
-    if nbytes > _SMALL_WORKSPACE or _is_capturing():
-        return torch.empty(nbytes, dtype=torch.uint8, device=device)
+def _small_workspace(idx, stream, device):
     key = (idx, stream)
-    ws = _workspaces.get(key)
-    if ws is None or ws.numel() < nbytes:
+    entry = _workspaces.get(key)
+    if entry is None:
         ws = torch.empty(_SMALL_WORKSPACE, dtype=torch.uint8, device=device)
-        _workspaces[key] = ws
-    return ws
+        entry = _workspaces[key] = (ws, ws.data_ptr())
+    return entry
 
 
-def _call(lib_fn, size_fn, buf, idx, device):
+def _call(lib_fn, size_fn, buf, idx, device, try_small_workspace=None):
     """Sets the stream, provides the workspace flash3 asks for and calls lib_fn, with idx as the current CUDA device
     (libflash3 launches on the current device, which must be the tensors' one). Workspaces come from torch's
     caching allocator on the current stream (capturable in a CUDA graph); flash3 zeroes what it needs itself, and
-    the C ABI asks nothing more of the workspace (it is not zeroed here)."""
+    the C ABI asks nothing more of the workspace (it is not zeroed here).
+
+    try_small_workspace: a raw C entry point returning the status (the forward's). In eager mode it is first called
+    with the per-stream small workspace, which covers every forward's needs today (a tile counter), so the call
+    needs no workspace-size query; any failure falls back to the query, which re-validates and raises the library's
+    error if the arguments are wrong."""
     prev = _get_device()
     if prev != idx:
         _set_device(idx)
     try:
         stream = _stream_ptr(idx)
         _lib.set_stream(buf, stream)
+        if try_small_workspace is not None and not _is_capturing():
+            _lib.set_workspace(buf, _small_workspace(idx, stream, device)[1], _SMALL_WORKSPACE)
+            if try_small_workspace(ctypes.addressof(buf)) == _lib.STATUS_SUCCESS:
+                return
         nbytes = size_fn(buf)
         ws = None
         if nbytes > 0:
-            ws = _workspace(nbytes, idx, stream, device)
-            _lib.set_workspace(buf, ws.data_ptr(), nbytes)
+            if nbytes <= _SMALL_WORKSPACE and not _is_capturing():
+                ws, ptr = _small_workspace(idx, stream, device)
+            else:
+                ws = torch.empty(nbytes, dtype=torch.uint8, device=device)
+                ptr = ws.data_ptr()
+            _lib.set_workspace(buf, ptr, nbytes)
         lib_fn(buf)
     finally:
         if prev != idx:
@@ -206,7 +217,7 @@ def fwd_impl(q, k, v, cu_seqlens_q, cu_seqlens_k, seqused_q, seqused_k, max_seql
         _put(buf, "q_descale", q_descale)
         _put(buf, "k_descale", k_descale)
         _put(buf, "v_descale", v_descale)
-    _call(lib.forward, lib.forward_workspace_size, buf, idx, device)
+    _call(lib.forward, lib.forward_workspace_size, buf, idx, device, lib.forward_status)
     del q, k, v  # (held until here: possibly copies made above)
     return out, lse
 
@@ -302,7 +313,7 @@ def _backward(ctx, dout, dlse):
 fwd.register_autograd(_backward, setup_context=_setup_context)
 
 
-# ---- the eager fast path ----------------------------------------------------------------------------------------------
+# ---- the eager fast path ------------------------------------------------------------------------------------------
 # A torch.library custom op costs tens of microseconds per call in eager mode (the dispatcher calls back into Python,
 # and register_autograd adds another layer), more than the whole of SDPA's call. In plain eager mode, with ordinary
 # CUDA tensors and no mode or transform that must see the op, the public functions call the same implementations
@@ -310,27 +321,28 @@ fwd.register_autograd(_backward, setup_context=_setup_context)
 # function modes, functorch transforms, tensor subclasses) goes through flash3::fwd / flash3::bwd.
 
 class _Attention(torch.autograd.Function):
+    """apply(q, k, v, args): args is the tuple of flash3::fwd's other arguments, passed as one constant so that
+    autograd's per-argument handling of apply() (in Python and in C++) sees 4 arguments instead of 18."""
+
     @staticmethod
-    def forward(ctx, q, k, v, cu_seqlens_q, cu_seqlens_k, seqused_q, seqused_k, max_seqlen_q, max_seqlen_k,
-                softmax_scale, causal, window_left, window_right, softcap, q_descale, k_descale, v_descale,
-                deterministic):
-        out, lse = fwd_impl(q, k, v, cu_seqlens_q, cu_seqlens_k, seqused_q, seqused_k, max_seqlen_q, max_seqlen_k,
-                            softmax_scale, causal, window_left, window_right, softcap, q_descale, k_descale,
-                            v_descale, deterministic)
-        ctx.save_for_backward(q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, seqused_q, seqused_k)
-        ctx.fp8 = q_descale is not None or k_descale is not None or v_descale is not None
-        ctx.args = (max_seqlen_q, max_seqlen_k, softmax_scale, causal, window_left, window_right, softcap,
-                    deterministic)
+    def forward(ctx, q, k, v, args):
+        out, lse = fwd_impl(q, k, v, *args)
+        ctx.save_for_backward(q, k, v, out, lse)
+        ctx.args = args
         ctx.mark_non_differentiable(lse)
         return out, lse
 
     @staticmethod
     def backward(ctx, dout, dlse):
-        q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, seqused_q, seqused_k = ctx.saved_tensors
-        if ctx.fp8:
+        q, k, v, out, lse = ctx.saved_tensors
+        (cu_seqlens_q, cu_seqlens_k, seqused_q, seqused_k, max_seqlen_q, max_seqlen_k, softmax_scale, causal,
+         window_left, window_right, softcap, q_descale, k_descale, v_descale, deterministic) = ctx.args
+        if q_descale is not None or k_descale is not None or v_descale is not None:
             raise NotImplementedError("flash3: no backward for FP8 inputs (q_descale/k_descale/v_descale given)")
-        dq, dk, dv = bwd_impl(dout, q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, seqused_q, seqused_k, *ctx.args)
-        return (dq, dk, dv) + (None,) * 15
+        dq, dk, dv = bwd_impl(dout, q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, seqused_q, seqused_k,
+                              max_seqlen_q, max_seqlen_k, softmax_scale, causal, window_left, window_right, softcap,
+                              deterministic)
+        return dq, dk, dv, None
 
 
 # Set to False to route every call through the custom ops (e.g. to compare the two paths).
@@ -354,6 +366,6 @@ def attention(q, k, v, *args, need_lse=True):
             and not _is_compiling() and not _tf_mode() and _dispatch_depth() == 0
             and not _functorch_wrapped(q)):
         if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
-            return _Attention.apply(q, k, v, *args)
+            return _Attention.apply(q, k, v, args)
         return fwd_impl(q, k, v, *args, need_lse=need_lse)
     return fwd(q, k, v, *args)

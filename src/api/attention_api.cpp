@@ -11,21 +11,6 @@
 
 namespace flash3 {
 
-namespace {
-
-int device_sm_count(const char* where) {
-  int device = 0, sms = 0;
-  cudaError_t err = cudaGetDevice(&device);
-  if (err == cudaSuccess) { err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device); }
-  if (err != cudaSuccess) {
-    cudaGetLastError();
-    throw Error(Status::kCudaError, std::string(where) + ": cannot query the device: " + cudaGetErrorString(err));
-  }
-  return sms;
-}
-
-}  // namespace
-
 int64_t forward_workspace_size(const ForwardArgs& args) {
   validate_forward(args, 0);
   return forward_workspace_bytes(args.options);
@@ -41,8 +26,8 @@ void forward(const ForwardArgs& args) {
                                               " but this call needs " + std::to_string(needed) +
                                               " bytes of device workspace (ask forward_workspace_size())");
   }
-  int const arch = current_device_arch("flash3::forward");
-  FwdPlan const plan = plan_forward(args, shape, arch, device_sm_count("flash3::forward"));
+  DeviceInfo const device = current_device_info("flash3::forward");
+  FwdPlan const plan = plan_forward(args, shape, device.arch, device.sm_count);
   run_forward(plan, static_cast<cudaStream_t>(args.options.stream));
 }
 
@@ -62,8 +47,8 @@ void backward(const BackwardArgs& args) {
                                               std::to_string(needed) +
                                               " bytes of device workspace (ask backward_workspace_size())");
   }
-  int const arch = current_device_arch("flash3::backward");
-  BwdPlan const plan = plan_backward(args, shape, arch, device_sm_count("flash3::backward"));
+  DeviceInfo const device = current_device_info("flash3::backward");
+  BwdPlan const plan = plan_backward(args, shape, device.arch, device.sm_count);
   run_backward(plan, static_cast<cudaStream_t>(args.options.stream));
 }
 

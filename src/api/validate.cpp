@@ -8,6 +8,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -397,30 +398,56 @@ ProblemShape shape_of(const TensorRef& q, const TensorRef& k, const TensorRef& v
 
 bool arch_supported(int arch) { return arch == 90; }
 
-int current_device_arch(const char* where) {
+namespace {
+
+[[noreturn]] void throw_query_failed(const char* where, const char* call, cudaError_t err) {
+  (void)cudaGetLastError();  // the failed query must not leave an error behind for the caller's next CUDA call
+  throw Error(Status::kCudaError, std::string(where) + ": " + call + " failed while querying the GPU: " +
+                                      cudaGetErrorName(err) + ": " + cudaGetErrorString(err));
+}
+
+DeviceInfo query_device_info(const char* where, int device) {
+  int major = 0, minor = 0, sms = 0;
+  cudaError_t err = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
+  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device);
+  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  if (err != cudaSuccess) throw_query_failed(where, "cudaDeviceGetAttribute", err);
+  return {10 * major + minor, sms};
+}
+
+// Per device ordinal: (arch << 32 | sm_count), 0 = not queried yet. Racing first calls store the same value.
+constexpr int kCachedDevices = 64;
+std::atomic<uint64_t> g_device_info[kCachedDevices];
+
+}  // namespace
+
+DeviceInfo current_device_info(const char* where) {
+  int device = 0;
+  if (cudaGetDevice(&device) == cudaSuccess && device >= 0 && device < kCachedDevices) {
+    uint64_t const cached = g_device_info[device].load(std::memory_order_relaxed);
+    if (cached != 0) return {int(cached >> 32), int(cached & 0xffffffffu)};
+  }
+  // First call on this device, or something is wrong: the full sequence, telling "no device" apart from other
+  // failures.
   int count = 0;
   cudaError_t err = cudaGetDeviceCount(&count);
   if (err != cudaSuccess || count <= 0) {
-    (void)cudaGetLastError();  // the failed query must not leave an error behind for the caller's next CUDA call
+    (void)cudaGetLastError();
     const std::string why = err != cudaSuccess ? std::string(cudaGetErrorName(err)) + ": " + cudaGetErrorString(err)
                                                : std::string("cudaGetDeviceCount found 0 devices");
     throw Error(Status::kNoDevice, std::string(where) + ": no CUDA device is available (" + why + ")");
   }
-  int device = 0, major = 0, minor = 0;
-  const char* call = "cudaGetDevice";
   err = cudaGetDevice(&device);
-  if (err == cudaSuccess) {
-    call = "cudaDeviceGetAttribute";
-    err = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
+  if (err != cudaSuccess) throw_query_failed(where, "cudaGetDevice", err);
+  DeviceInfo const info = query_device_info(where, device);
+  if (device >= 0 && device < kCachedDevices) {
+    g_device_info[device].store((uint64_t(uint32_t(info.arch)) << 32) | uint32_t(info.sm_count),
+                                std::memory_order_relaxed);
   }
-  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device);
-  if (err != cudaSuccess) {
-    (void)cudaGetLastError();
-    throw Error(Status::kCudaError, std::string(where) + ": " + call + " failed while querying the GPU architecture: " +
-                                        cudaGetErrorName(err) + ": " + cudaGetErrorString(err));
-  }
-  return 10 * major + minor;
+  return info;
 }
+
+int current_device_arch(const char* where) { return current_device_info(where).arch; }
 
 void validate_forward(const ForwardArgs& args, int arch) {
   const Checker c("flash3::forward");

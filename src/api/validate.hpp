@@ -48,6 +48,14 @@ void validate_fp8_forward(const ForwardArgs& args, const ProblemShape& shape);
 // it; initialisation failures (no driver, no device) are reported by the runtime on every call regardless.
 int current_device_arch(const char* where);
 
+// The current device's SM version and SM count, with the same errors as current_device_arch. Both are fixed for a
+// device's lifetime, so they are queried once per device and cached (every forward and backward call needs them).
+struct DeviceInfo {
+  int arch;
+  int sm_count;
+};
+DeviceInfo current_device_info(const char* where);
+
 // Whether flash3 has kernels for SM version `arch`: only sm_90 (Hopper; the kernels are sm_90a, which runs on
 // compute capability 9.0 only).
 bool arch_supported(int arch);

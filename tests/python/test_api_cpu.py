@@ -277,6 +277,13 @@ class _RecordingLib:
     def __init__(self, workspace=256):
         self.calls = []
         self.workspace = workspace
+        self.first_forward_status = 0  # what the eager first attempt (flash3_forward with the small workspace) returns
+
+    def forward_status(self, address):
+        from flash3 import _lib
+
+        self.calls.append(("forward_try", ctypes.string_at(address, _lib.PARAMS_SIZE)))
+        return self.first_forward_status
 
     def _size(self, kind):
         def size(buf):
@@ -294,7 +301,9 @@ class _RecordingLib:
     def params(self, kind):
         from flash3 import _lib
 
-        return _lib.Params.from_buffer_copy([c for k, c in self.calls if k == kind][-1])
+        # "forward": the call that ran, whether the eager first attempt or the general path.
+        kinds = ("forward", "forward_try") if kind == "forward" else (kind,)
+        return _lib.Params.from_buffer_copy([c for k, c in self.calls if k in kinds][-1])
 
 
 @pytest.fixture
@@ -316,8 +325,16 @@ def _tensor_fields(t):
     return t.data, t.dtype, t.rank, list(t.shape)[:t.rank], list(t.stride)[:t.rank]
 
 
+def _lib_params(raw):
+    from flash3 import _lib
+
+    return _lib.Params.from_buffer_copy(raw)
+
+
 def test_forward_marshalling(recording_lib):
     from flash3 import _lib, _ops
+
+    recording_lib.first_forward_status = 1  # as if the small workspace did not suffice: the general path runs
 
     q = torch.randn(2, 16, 4, 64).to(BF16)
     k = torch.randn(2, 24, 2, 64).to(BF16)
@@ -337,13 +354,30 @@ def test_forward_marshalling(recording_lib):
     assert p.stream == 0x5000 and p.workspace != 0 and p.workspace_bytes == 256
     assert p.cu_seqlens_q is None and p.varlen_batch == 0
     assert p.dout.rank == 0 and p.dq.data is None and p.q_descale.rank == 0
-    # The size query saw the same struct, before the workspace was set.
+    # The first attempt (small per-stream workspace) failed as told, so the size query ran and saw the same struct.
+    tried = recording_lib.params("forward_try")
+    assert tried.q.data == p.q.data and tried.workspace == p.workspace and tried.workspace_bytes == 4096
     ws_query = recording_lib.params("forward_ws")
-    assert ws_query.q.data == p.q.data and ws_query.workspace is None and ws_query.stream == 0x5000
+    assert ws_query.q.data == p.q.data and ws_query.stream == 0x5000
     # The small workspace is reused on the same stream.
     first_ws = p.workspace
     _ops.fwd_impl(q, k, k, None, None, None, None, 0, 0, 0.2, True, 5, 0, 1.5, None, None, None, True)
     assert recording_lib.params("forward").workspace == first_ws
+
+
+def test_forward_eager_call_needs_no_workspace_query(recording_lib):
+    """In eager mode the forward is tried once with the per-stream small workspace; when that succeeds, neither the
+    size query nor a second call happens, and the same workspace serves the next call on the stream."""
+    from flash3 import _ops
+
+    recording_lib.first_forward_status = 0
+    q = torch.randn(1, 8, 2, 64).to(BF16)
+    for _ in range(2):
+        _ops.fwd_impl(q, q, q, None, None, None, None, 0, 0, 0.125, True, -1, 0, 0.0, None, None, None, False)
+    kinds = [k for k, _ in recording_lib.calls]
+    assert kinds == ["forward_try", "forward_try"]
+    first, second = (_lib_params(c) for k, c in recording_lib.calls)
+    assert first.workspace == second.workspace != 0 and first.workspace_bytes == 4096 and first.causal == 1
 
 
 def test_forward_without_lse_and_varlen_marshalling(recording_lib):
