@@ -96,17 +96,16 @@ def _explain_qkv(q, k, v, varlen):
         raise ValueError(f"flash3: headdim {d} with headdim_v {dv}: headdim_v must equal headdim, or (192, 128)")
 
 
-_OK_DEVICE_TYPES = ("cuda", "meta")
-
-
 def _check_qkv(q, k, v, varlen):
     """Raises ValueError/TypeError naming the problem. The common, valid case is decided with few attribute reads
     (this runs on every call); anything unusual goes through _explain_qkv for the message."""
     try:
         qs, ks, vs = q.shape, k.shape, v.shape
-        dev, dt = q.device, q.dtype
+        dt = q.dtype
+        # is_cuda and get_device() (ints) are cheaper than torch.device objects; meta tensors take the slow path.
         ok = (len(qs) == len(ks) == len(vs) == (3 if varlen else 4) and dt in _HALF and k.dtype == dt
-              and v.dtype == dt and dev.type in _OK_DEVICE_TYPES and k.device == dev and v.device == dev)
+              and v.dtype == dt and q.is_cuda and k.is_cuda and v.is_cuda
+              and q.get_device() == k.get_device() == v.get_device())
         if ok:
             d, dv, h, hk = qs[-1], vs[-1], qs[-2], ks[-2]
             ok = (ks[-1] == d and vs[-2] == hk and hk > 0 and h % hk == 0 and 0 < d <= 256 and d % 8 == 0
@@ -201,9 +200,12 @@ def flash_attn_func(q, k, v, softmax_scale=None, causal=False, qv=None, q_descal
     _check_qkv(q, k, v, varlen=False)
     if q_descale is not None or k_descale is not None or v_descale is not None:
         _check_descale(q, q_descale, k_descale, v_descale)
-    return _fwd(q, k, v, None, None, None, None, 0, 0, _scale(softmax_scale, q.shape[-1]), causal,
-                _window(window_size, causal), _softcap(softcap), q_descale, k_descale, v_descale, deterministic,
-                return_attn_probs)
+    left, right = _window(window_size, causal)
+    out, lse = _ops.attention(q, k, v, None, None, None, None, 0, 0, _scale(softmax_scale, q.shape[-1]),
+                              causal is True or bool(causal), left, right, _softcap(softcap), q_descale, k_descale,
+                              v_descale, deterministic is True or bool(deterministic),
+                              need_lse=return_attn_probs is True or bool(return_attn_probs))
+    return (out, lse) if return_attn_probs else out
 
 
 def _check_cu(name, t, device, batch=None):

@@ -146,22 +146,29 @@ class DimTable {
       if (!e.set) {
         e.set = true;
         e.value = got;
-        e.source = std::string(s.name) + ".shape[" + std::to_string(i) + "]";
+        e.source_tensor = s.name;
+        e.source_index = i;
       } else if (got != e.value) {
         c.fail(Status::kInvalidArgument, s.name, ".shape[", i, "] (", s.dims[i], ") = ", got, ", expected ", e.value,
-               " (", e.source, ")");
+               " (", source(s.dims[i]), ")");
       }
     }
   }
   int64_t value(const char* dim) { return find(dim).value; }
-  const std::string& source(const char* dim) { return find(dim).source; }
+  bool has(const char* dim) { return find(dim).set; }
+  // "q.shape[2]": where the dim's value came from, for messages (built only when one is written).
+  std::string source(const char* dim) {
+    const Entry& e = find(dim);
+    return e.set ? std::string(e.source_tensor) + ".shape[" + std::to_string(e.source_index) + "]" : std::string();
+  }
 
  private:
   struct Entry {
     const char* name = nullptr;
     bool set = false;
     int64_t value = 0;
-    std::string source;
+    const char* source_tensor = nullptr;
+    int source_index = 0;
   };
   Entry& find(const char* dim) {
     for (int i = 0; i < count_; ++i)
@@ -324,7 +331,7 @@ void check_host(const Problem& p, const Checker& c) {
 
   // Sequence lengths and heads are int32 in the kernels' parameters (and cu_seqlens are int32 prefix sums).
   for (const char* dim : {"batch", "seqlen_q", "seqlen_k", "total_q", "total_k", "num_heads", "num_heads_k"}) {
-    if (dims.source(dim).empty()) continue;  // not part of this layout
+    if (!dims.has(dim)) continue;  // not part of this layout
     if (dims.value(dim) > kInt32Max)
       c.fail(Status::kInvalidArgument, dims.source(dim), " (", dim, ") = ", dims.value(dim),
              " exceeds the int32 limit ", kInt32Max);
