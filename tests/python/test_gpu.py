@@ -333,14 +333,23 @@ def test_other_device():
     if torch.cuda.device_count() < 2:
         pytest.skip("needs 2 GPUs (a tensor on cuda:1 must run on cuda:1)")
     g = torch.Generator(device="cuda:1").manual_seed(0)
-    q, k, v = (torch.randn(1, 64, 2, 64, device="cuda:1", generator=g).bfloat16() for _ in range(3))
-    with torch.cuda.device(0):
+    q, k, v = (torch.randn(1, 200, 2, 64, device="cuda:1", generator=g).bfloat16().requires_grad_()
+               for _ in range(3))
+    with torch.cuda.device(0):  # the current device is cuda:0; the tensors decide
         with kernel_or_skip():
-            out = flash3.flash_attn_func(q, k, v)
-    assert out.device == q.device
-    ref, _ = reference(q, k, v)
-    low, _ = reference(q, k, v, upcast=False)
+            out = flash3.flash_attn_func(q, k, v, causal=True)
+        assert torch.cuda.current_device() == 0
+        assert out.device == q.device
+        dout = torch.randn_like(out)
+        dq, dk, dv = backward_or_skip(lambda: torch.autograd.grad(out, (q, k, v), dout))
+        assert torch.cuda.current_device() == 0
+    ref, _ = reference(q, k, v, causal=True)
+    low, _ = reference(q, k, v, upcast=False, causal=True)
     check_close("out on cuda:1", out, ref, low)
+    for name, x, r, lo in zip(("dq", "dk", "dv"), (dq, dk, dv), torch.autograd.grad(ref, (q, k, v), dout),
+                              torch.autograd.grad(low, (q, k, v), dout)):
+        assert x.device == q.device
+        check_close(f"{name} on cuda:1", x, r, lo)
 
 
 # ---- errors ---------------------------------------------------------------------------------------------------------------
