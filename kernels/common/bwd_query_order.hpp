@@ -3,43 +3,41 @@
 //
 // Default mode: every CTA walks its query blocks [m_begin, m_end) upwards; dQ is added with unordered reductions.
 //
-// Deterministic mode: the additions into one query block's dQ must happen in an order that is a pure function of the
-// problem, so each (query head, query block) has a semaphore and a key block waits for its ticket, its rank in that
-// order, before adding. Ascending key-block order makes the CTAs of a head, which start together, a wavefront: CTA n
-// waits for CTAs 0..n-1 at its first block and idles ~n steps. Instead:
+// Deterministic mode: the additions into one query block's dQ happen in an order that is a pure function of the
+// problem: each (query head, query block) has a semaphore and a key block waits for its ticket, its rank in that
+// order, before adding. Ascending key-block order makes the CTAs of a head, which start together, a wavefront (CTA n
+// waits for CTAs 0..n-1 at its first block and idles ~n steps); under a causal mask CTA n even idles until the CTAs
+// below it reach its diagonal. Instead, with M query blocks and r = kBlockN / kBlockM:
 //
-//   visiting order   CTA n starts at its diagonal block d(n) = floor((n * kBlockN - (seqlen_k - seqlen_q)) / kBlockM)
-//                    (the query block whose rows first see key n * kBlockN under bottom-right causal alignment), taken
-//                    modulo its range, and walks cyclically: step s visits m_begin + (d(n) - m_begin + s) mod len.
-//                    Without a mask, consecutive CTAs start kBlockN / kBlockM blocks apart, so at any step the CTAs of
-//                    a head are on different query blocks; with causal or window masks d(n) is where the CTA's range
-//                    starts anyway (ranges are already staggered there).
-//   summation order  at query block m, the key blocks that visit m add ordered by (chunk(n), step_n(m), n), where
-//                    step_n(m) = (m - d(n)) mod len(n) is the step at which CTA n visits m and chunk(n) =
-//                    n / chunk_width. Within a chunk this is the arrival order of CTAs that start together and run at
-//                    the same pace, so a CTA rarely finds its predecessor behind it. The ticket of (n, m) is its rank
-//                    among the visitors of m, [trips(m).n_begin, trips(m).n_end), which the mask decides exactly as
-//                    the kernel's query_blocks does (host-tested).
+//   diagonal   d(n) = floor((n kBlockN - (seqlen_k - seqlen_q)) / kBlockM) mod M = (r n + c0) mod M: the query block
+//              whose rows first see key n kBlockN under bottom-right alignment (where a causal range starts).
+//   slot       v(n, m) = (m - d(n)) mod M, key block n's slot at query block m.
+//   walk       CTA n visits its range [b, e) cyclically from d(n) if b <= d(n) < e, else from b; either way v(n, m)
+//              strictly increases along the walk. With no mask or a causal mask (any lengths) v(n, m) is exactly the
+//              step at which CTA n visits m, so consecutive CTAs start r blocks apart and CTAs running in lockstep
+//              are at different query blocks at every step (host-tested for seqlen_q = seqlen_k).
+//   order      at query block m the key blocks that visit it add in increasing (chunk(n), v(n, m), n), chunk(n) =
+//              n / chunk_width. Within a chunk that is the lockstep arrival order (up to the wrap of windowed ranges),
+//              so a CTA rarely finds its predecessor behind it.
+//   ticket     the rank of (n, m) among the visitors of m, [trips(m).n_begin, trips(m).n_end) (the mask decides them
+//              exactly as the kernel's query_blocks() does, host-tested): the visitors from lower chunks, plus those
+//              of its own chunk that come first. v needs no mask, so a warp tests 32 candidates per ballot.
 //
-// Determinism: the ticket depends only on (seqlen_q, seqlen_k, window, block sizes, chunk_width, n, m); chunk_width
-// is the number of CTAs the device runs at once (SMs x CTAs per SM, from the launcher), fixed for a device and
-// kernel, so runs on one device add in one order. (chunk_width only changes the order of heads with more key blocks
-// than that.)
+// Determinism: the ticket depends only on (seqlen_q, seqlen_k, window, block sizes, chunk_width, n, m). chunk_width
+// is the number of CTAs the device runs at once (SMs x CTAs per SM, from the launcher), fixed for a device and kernel;
+// it only changes the order for heads with more key blocks than that.
 //
 // No deadlock. Assumptions: CTAs are dispatched in linear block order (blockIdx.x = key block is the fastest grid
-// dimension, so a chunk is chunk_width consecutive CTAs), and chunk_width CTAs fit on the device at once. Every wait
-// of CTA n at its step s of query head g is on an addition with a smaller key (chunk, step, n) at the same (g, m),
-// i.e. on a CTA of a lower chunk (launched earlier) or on an event of its own chunk with a smaller potential
-// (g, step, n); a CTA's own events run in increasing (g, step). Let u be the first unfinished CTA in launch order:
-// all CTAs before it are done, so the dispatcher eventually makes u .. u + chunk_width - 1 resident, which holds every
-// unfinished CTA of u's chunk. Among that chunk's pending events, the one with the smallest (g, step, n) waits only
-// on finished CTAs or on events with a smaller potential, which are done: it proceeds. By induction every CTA
-// finishes. (The previous ascending order needed no residency; the staggered one needs chunks to be co-resident,
-// hence chunk_width <= what fits.) The signal of an addition never waits on another CTA (the adder waits for its own
-// reduction to complete, then releases), so no other edge enters the argument.
-//
-// Cost: the ticket counts the visitors of m in the CTA's chunk that come first. ticket_warp() does it with one warp
-// (32 candidates per ballot: at most chunk_width / 32 iterations), off the consumers' path.
+// dimension, so a chunk is chunk_width consecutive CTAs), and chunk_width CTAs fit on the device at once. Potential of
+// the addition of (n, query head g, m): (g, v(n, m), n). A CTA adds in increasing potential (query heads in order,
+// slots increasing along the walk), and every wait of (n, g, m) is on an addition at the same (g, m) that is either
+// in a lower chunk or in its chunk with a smaller (v, n), i.e. a smaller potential. Let u be the first unfinished CTA
+// in launch order: every CTA before it is done, so the dispatcher eventually makes u .. u + chunk_width - 1
+// resident, which holds every unfinished CTA of u's chunk. Among that chunk's pending additions, the one of smallest
+// potential waits only on finished CTAs or on additions of smaller potential, which are done: it proceeds, and by
+// induction every CTA finishes. A CTA passes the turn on after its own reduction completes (the head-dim split after
+// its next step's first GEMMs are issued), never after waiting on another CTA, so nothing else enters the argument.
+// (The ascending order needed no residency; this one needs chunks to be co-resident, hence chunk_width <= what fits.)
 #pragma once
 
 #include <cutlass/cutlass.h>
@@ -51,6 +49,7 @@ namespace flash3 {
 template <int kBlockM, int kBlockN, bool kHasLocal>
 struct BwdQueryOrder {
   using Mask = BlockMask<kBlockM, kBlockN, kHasLocal>;
+  static_assert(kBlockN % kBlockM == 0, "the diagonal of key block n is then (kBlockN / kBlockM) n + const");
 
   Mask mask;
   int n_block;
@@ -61,13 +60,18 @@ struct BwdQueryOrder {
   int chunk_end;
 
   CUTLASS_HOST_DEVICE BwdQueryOrder(Mask const& mask_, int n_block_, bool deterministic, int chunk_width)
-      : mask(mask_), n_block(n_block_) {
+      : mask(mask_), n_block(n_block_), first(0), chunk_begin(0), chunk_end(0) {
     int m_end = 0;
     mask.query_blocks(n_block, &m_begin, &m_end);
     num_steps = m_end - m_begin;
-    first = deterministic && num_steps > 0 ? mod_pos(diagonal(n_block) - m_begin, num_steps) : 0;
-    chunk_begin = deterministic ? n_block / chunk_width * chunk_width : 0;
-    chunk_end = deterministic ? chunk_begin + chunk_width : 0;
+    if (deterministic && num_steps > 0) {
+      // Start at the diagonal when the range holds it, else at the range's start: either way the slots of the
+      // visited blocks then increase along the walk (what the progress argument needs).
+      int const start = diagonal(n_block);
+      first = start >= m_begin && start < m_end ? start - m_begin : 0;
+      chunk_begin = n_block / chunk_width * chunk_width;
+      chunk_end = chunk_begin + chunk_width;
+    }
   }
 
   // Query block visited at `step` (0 <= step < num_steps).
@@ -77,44 +81,70 @@ struct BwdQueryOrder {
     return m_begin + j;
   }
 
+  // The same walk without a step counter, for the producer warp's 24 registers: two ascending runs,
+  // [m_begin + first, m_begin + num_steps) then [m_begin, m_begin + first).
+  //   for (auto c = order.cursor(); order.valid(c); order.advance(c)) { ... c.m ... }
+  struct Cursor {
+    int m, stop;
+  };
+  CUTLASS_HOST_DEVICE Cursor cursor() const { return {m_begin + first, m_begin + num_steps}; }
+  CUTLASS_HOST_DEVICE bool valid(Cursor const& c) const { return c.m != c.stop; }
+  CUTLASS_HOST_DEVICE void advance(Cursor& c) const {
+    int const start = m_begin + first;
+    if (++c.m == c.stop && c.stop != start) {
+      c.m = m_begin;
+      c.stop = start;
+    }
+  }
+
   CUTLASS_HOST_DEVICE static int mod_pos(int a, int b) {
     int const r = a % b;
     return r < 0 ? r + b : r;
   }
+  static constexpr int kRatio = kBlockN / kBlockM;
+  // Deterministic mode. M query blocks; key block n's diagonal is floor((n kBlockN - shift) / kBlockM) =
+  // kRatio n + c0 with c0 = floor(-shift / kBlockM), shift = seqlen_k - seqlen_q; its slot at query block m is
+  // (m - diagonal) mod M.
+  CUTLASS_HOST_DEVICE int num_query_blocks() const { return cute::ceil_div(mask.seqlen_q, kBlockM); }
+  CUTLASS_HOST_DEVICE int diagonal_offset() const { return floor_div(mask.seqlen_q - mask.seqlen_k, kBlockM); }
   CUTLASS_HOST_DEVICE int diagonal(int n) const {
-    return floor_div(n * kBlockN - (mask.seqlen_k - mask.seqlen_q), kBlockM);
+    return mod_pos(kRatio * n + diagonal_offset(), num_query_blocks());
   }
-  // Deterministic mode: the step at which key block n visits query block m (m must be one of n's query blocks).
-  CUTLASS_HOST_DEVICE int visit_step(int n, int m) const {
-    int b = 0, e = 0;
-    mask.query_blocks(n, &b, &e);
-    return mod_pos(m - diagonal(n), e - b);
-  }
-  // Whether key block n, a visitor of m in this CTA's chunk, adds into m before this CTA, which visits m at `step`.
-  CUTLASS_HOST_DEVICE bool adds_before_in_chunk(int n, int m, int step) const {
-    int const s = visit_step(n, m);
-    return s < step || (s == step && n < n_block);
+  CUTLASS_HOST_DEVICE int slot(int n, int m) const {
+    return mod_pos(m - diagonal_offset() - kRatio * n, num_query_blocks());
   }
 
-  // Visitors of the block visited at `step` from lower chunks (all of which add first), and the range of its
-  // visitors in this CTA's chunk.
+  // The block visited at `step`, how many of its visitors are in lower chunks (they all add first), its visitors in
+  // this CTA's chunk [lo, hi), and what the slot computation needs: m - c0, M and this CTA's slot.
   struct Visitors {
-    int m, from_lower_chunks, lo, hi;
+    int m, from_lower_chunks, lo, hi, m_minus_c0, num_m, slot;
   };
   CUTLASS_HOST_DEVICE Visitors visitors(int step) const {
     int const m = m_at(step);
     auto const t = mask.trips(m);
     int const lower = (t.n_end < chunk_begin ? t.n_end : chunk_begin) - t.n_begin;
-    return {m, lower > 0 ? lower : 0, t.n_begin > chunk_begin ? t.n_begin : chunk_begin,
-            t.n_end < chunk_end ? t.n_end : chunk_end};
+    int const m_minus_c0 = m - diagonal_offset();
+    int const num_m = num_query_blocks();
+    return {m,
+            lower > 0 ? lower : 0,
+            t.n_begin > chunk_begin ? t.n_begin : chunk_begin,
+            t.n_end < chunk_end ? t.n_end : chunk_end,
+            m_minus_c0,
+            num_m,
+            mod_pos(m_minus_c0 - kRatio * n_block, num_m)};
+  }
+  // Whether key block n, a visitor of v.m in this CTA's chunk, adds there before this CTA (no mask needed).
+  CUTLASS_HOST_DEVICE bool adds_before(int n, Visitors const& v) const {
+    int const s = mod_pos(v.m_minus_c0 - kRatio * n, v.num_m);
+    return s < v.slot || (s == v.slot && n < n_block);
   }
 
   // Deterministic mode: the ticket of this CTA at the block it visits at `step`: how many key blocks add there
-  // before it. One thread (host tests and reference).
+  // before it. One thread (host tests).
   CUTLASS_HOST_DEVICE int ticket(int step) const {
     Visitors const v = visitors(step);
     int t = v.from_lower_chunks;
-    for (int n = v.lo; n < v.hi; ++n) { t += adds_before_in_chunk(n, v.m, step) ? 1 : 0; }
+    for (int n = v.lo; n < v.hi; ++n) { t += adds_before(n, v) ? 1 : 0; }
     return t;
   }
 
@@ -124,9 +154,10 @@ struct BwdQueryOrder {
     Visitors const v = visitors(step);
     int const lane = int(threadIdx.x % 32);
     int t = v.from_lower_chunks;
+#pragma unroll 1
     for (int base = v.lo; base < v.hi; base += 32) {  // warp-uniform bounds
       int const n = base + lane;
-      t += __popc(__ballot_sync(0xffffffffu, n < v.hi && adds_before_in_chunk(n, v.m, step)));
+      t += __popc(__ballot_sync(0xffffffffu, n < v.hi && adds_before(n, v)));
     }
     return t;
   }

@@ -77,6 +77,17 @@ void run_bwd_sm90(BwdParams const& p, cudaStream_t stream) {
     auto kernel = &bwd_kernel_sm90<Kernel>;
     constexpr int kSmemBytes = Traits::kSharedStorageBytes;
     err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
+    // Deterministic mode: the key blocks of a head add dQ in an order that assumes chunks of this many consecutive
+    // CTAs can be resident together (kernels/common/bwd_query_order.hpp).
+    params.resident_ctas = 1;
+    if (err == cudaSuccess && p.deterministic) {
+      int device = 0, sms = 0, per_sm = 0;
+      if ((err = cudaGetDevice(&device)) == cudaSuccess &&
+          (err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device)) == cudaSuccess) {
+        err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, Traits::kNumThreads, kSmemBytes);
+      }
+      params.resident_ctas = sms * per_sm > 1 ? sms * per_sm : 1;
+    }
     if (err == cudaSuccess) {
       kernel<<<grid, Traits::kNumThreads, kSmemBytes, stream>>>(params);
       err = cudaGetLastError();

@@ -38,7 +38,8 @@ std::vector<Order<kBlockM, kBlockN>> orders(Problem const& pr, bool deterministi
 }
 
 // Every CTA visits each of its query blocks exactly once, and they are exactly the blocks whose trips include it;
-// the default mode walks them upwards; in deterministic mode visit_step() inverts m_at().
+// the default mode walks them upwards; in deterministic mode the slots increase along the walk, and equal the step
+// without a mask or with a causal one.
 template <int kBlockM, int kBlockN>
 void check_visits(Problem const& pr) {
   int const num_m = (pr.sq + kBlockM - 1) / kBlockM;
@@ -55,8 +56,19 @@ void check_visits(Problem const& pr) {
         ASSERT_TRUE(m >= 0 && m < num_m) << "step " << s << " visits block " << m;
         ++seen[m];
         if (!det) { ASSERT_EQ(m, o.m_begin + s) << "the default mode must keep the ascending walk"; }
-        if (det) { ASSERT_EQ(o.visit_step(o.n_block, m), s); }
+        if (det && s > 0) {
+          ASSERT_GT(o.slot(o.n_block, m), o.slot(o.n_block, o.m_at(s - 1))) << "slots must increase along the walk";
+        }
+        // No window on the left and none or causal on the right: the slot is the step (lockstep arrival order).
+        if (det && pr.wl < 0 && pr.wr <= 0) { ASSERT_EQ(o.slot(o.n_block, m), s); }
       }
+      // The producer's cursor walks the same blocks in the same order.
+      int step = 0;
+      for (auto c = o.cursor(); o.valid(c); o.advance(c), ++step) {
+        ASSERT_LT(step, o.num_steps) << "the cursor walks too far";
+        ASSERT_EQ(c.m, o.m_at(step)) << "cursor and m_at disagree at step " << step;
+      }
+      ASSERT_EQ(step, o.num_steps);
       for (int m = 0; m < num_m; ++m) {
         auto const t = o.mask.trips(m);
         int const expected = (o.n_block >= t.n_begin && o.n_block < t.n_end) ? 1 : 0;
@@ -66,16 +78,16 @@ void check_visits(Problem const& pr) {
   }
 }
 
-// Deterministic mode: at each query block the tickets of its visitors are 0..k-1, each once; they follow the
-// arrival order of a lockstep run (every CTA starts at once and does one step per tick) within a chunk, ties to the
-// lower key block, and lower chunks first.
+// Deterministic mode: at each query block the tickets of its visitors are 0..k-1, each once, in the order (chunk,
+// slot, key block); with no mask or a causal one the slot is the step, so within a chunk that is the arrival order of
+// a lockstep run (every CTA starts at once and does one step per tick), ties to the lower key block.
 template <int kBlockM, int kBlockN>
 void check_tickets(Problem const& pr) {
   auto const ords = orders<kBlockM, kBlockN>(pr, true);
   std::map<int, std::vector<std::tuple<int, int, int, int>>> at;  // m -> (chunk, step, n, ticket)
   for (auto const& o : ords) {
     for (int s = 0; s < o.num_steps; ++s) {
-      at[o.m_at(s)].emplace_back(o.n_block / pr.chunk_width, s, o.n_block, o.ticket(s));
+      at[o.m_at(s)].emplace_back(o.n_block / pr.chunk_width, o.slot(o.n_block, o.m_at(s)), o.n_block, o.ticket(s));
     }
   }
   for (auto& [m, v] : at) {
@@ -86,10 +98,10 @@ void check_tickets(Problem const& pr) {
     for (auto const& e : v) tickets.push_back(std::get<3>(e));
     std::sort(tickets.begin(), tickets.end());
     for (int i = 0; i < int(tickets.size()); ++i) ASSERT_EQ(tickets[i], i) << "tickets are not 0..k-1";
-    std::sort(v.begin(), v.end());  // (chunk, arrival step, n)
+    std::sort(v.begin(), v.end());  // (chunk, slot, n)
     for (int i = 0; i < int(v.size()); ++i) {
-      ASSERT_EQ(std::get<3>(v[i]), i) << "key block " << std::get<2>(v[i]) << " (arrives at step "
-                                      << std::get<1>(v[i]) << ") is out of arrival order";
+      ASSERT_EQ(std::get<3>(v[i]), i) << "key block " << std::get<2>(v[i]) << " (slot " << std::get<1>(v[i])
+                                      << ") is out of order";
     }
   }
 }
