@@ -16,9 +16,15 @@
 //              strictly increases along the walk. With no mask or a causal mask (any lengths) v(n, m) is exactly the
 //              step at which CTA n visits m, so consecutive CTAs start r blocks apart and CTAs running in lockstep
 //              are at different query blocks at every step (host-tested for seqlen_q = seqlen_k).
-//   order      at query block m the key blocks that visit it add in increasing (chunk(n), v(n, m), n), chunk(n) =
-//              n / chunk_width. Within a chunk that is the lockstep arrival order (up to the wrap of windowed ranges),
-//              so a CTA rarely finds its predecessor behind it.
+//   launch     the kernel launches a sequence's key blocks from the last down (blockIdx.x = N - 1 - n for the
+//              grid's N): under a causal mask the CTAs that add first at every query block (higher n, shorter ranges)
+//              then start first. Launched in ascending order, CTA n + 1 of a later wave starts when a slot frees,
+//              about one step after CTA n (r steps: causal ranges differ by r blocks), and reaches each query block
+//              just when CTA n does, so every CTA waits on the next and the waits chain; descending, CTA n + 1
+//              starts r steps before CTA n and is 2r steps ahead of it at every block.
+//   order      at query block m the key blocks that visit it add in increasing (chunk, v(n, m), launch rank), chunk =
+//              launch rank / chunk_width, launch rank = N - 1 - n. Within a chunk that is the lockstep arrival order
+//              (up to the wrap of windowed ranges), so a CTA rarely finds its predecessor behind it.
 //   ticket     the rank of (n, m) among the visitors of m, [trips(m).n_begin, trips(m).n_end) (the mask decides them
 //              exactly as the kernel's query_blocks() does, host-tested): the visitors from lower chunks, plus those
 //              of its own chunk that come first. v needs no mask, so a warp tests 32 candidates per ballot.
@@ -27,11 +33,11 @@
 // is the number of CTAs the device runs at once (SMs x CTAs per SM, from the launcher), fixed for a device and kernel;
 // it only changes the order for heads with more key blocks than that.
 //
-// No deadlock. Assumptions: CTAs are dispatched in linear block order (blockIdx.x = key block is the fastest grid
-// dimension, so a chunk is chunk_width consecutive CTAs), and chunk_width CTAs fit on the device at once. Potential of
-// the addition of (n, query head g, m): (g, v(n, m), n). A CTA adds in increasing potential (query heads in order,
-// slots increasing along the walk), and every wait of (n, g, m) is on an addition at the same (g, m) that is either
-// in a lower chunk or in its chunk with a smaller (v, n), i.e. a smaller potential. Let u be the first unfinished CTA
+// No deadlock. Assumptions: CTAs are dispatched in linear block order (blockIdx.x is the fastest grid dimension, so
+// a chunk is chunk_width consecutive CTAs), and chunk_width CTAs fit on the device at once. Potential of the
+// addition of (n, query head g, m): (g, v(n, m), launch rank). A CTA adds in increasing potential (query heads in
+// order, slots increasing along the walk), and every wait of (n, g, m) is on an addition at the same (g, m) that is
+// either in a chunk launched earlier or in its chunk with a smaller potential. Let u be the first unfinished CTA
 // in launch order: every CTA before it is done, so the dispatcher eventually makes u .. u + chunk_width - 1
 // resident, which holds every unfinished CTA of u's chunk. Among that chunk's pending additions, the one of smallest
 // potential waits only on finished CTAs or on additions of smaller potential, which are done: it proceeds, and by
@@ -59,6 +65,12 @@ struct BwdQueryOrder {
   int chunk_begin;  // deterministic mode: this CTA's chunk of key blocks, [chunk_begin, chunk_end)
   int chunk_end;
 
+  // Deterministic mode: the kernel launches key blocks from the last one down; launch rank = N - 1 - n.
+  CUTLASS_HOST_DEVICE int num_key_blocks() const { return cute::ceil_div(mask.seqlen_k, kBlockN); }
+  CUTLASS_HOST_DEVICE static int key_block_at(int launch_rank, int num_key_blocks_in_grid) {
+    return num_key_blocks_in_grid - 1 - launch_rank;
+  }
+
   CUTLASS_HOST_DEVICE BwdQueryOrder(Mask const& mask_, int n_block_, bool deterministic, int chunk_width)
       : mask(mask_), n_block(n_block_), first(0), chunk_begin(0), chunk_end(0) {
     int m_end = 0;
@@ -69,8 +81,11 @@ struct BwdQueryOrder {
       // visited blocks then increase along the walk (what the progress argument needs).
       int const start = diagonal(n_block);
       first = start >= m_begin && start < m_end ? start - m_begin : 0;
-      chunk_begin = n_block / chunk_width * chunk_width;
-      chunk_end = chunk_begin + chunk_width;
+      // Chunks of chunk_width consecutive launches: launch ranks [c w, (c + 1) w) are key blocks (N - (c + 1) w,
+      // N - c w].
+      int const rank = num_key_blocks() - 1 - n_block;
+      chunk_end = num_key_blocks() - rank / chunk_width * chunk_width;
+      chunk_begin = chunk_end - chunk_width > 0 ? chunk_end - chunk_width : 0;
     }
   }
 
@@ -114,15 +129,15 @@ struct BwdQueryOrder {
     return mod_pos(m - diagonal_offset() - kRatio * n, num_query_blocks());
   }
 
-  // The block visited at `step`, how many of its visitors are in lower chunks (they all add first), its visitors in
-  // this CTA's chunk [lo, hi), and what the slot computation needs: m - c0, M and this CTA's slot.
+  // The block visited at `step`, how many of its visitors are in chunks launched earlier (they all add first), its
+  // visitors in this CTA's chunk [lo, hi), and what the slot computation needs: m - c0, M and this CTA's slot.
   struct Visitors {
     int m, from_lower_chunks, lo, hi, m_minus_c0, num_m, slot;
   };
   CUTLASS_HOST_DEVICE Visitors visitors(int step) const {
     int const m = m_at(step);
     auto const t = mask.trips(m);
-    int const lower = (t.n_end < chunk_begin ? t.n_end : chunk_begin) - t.n_begin;
+    int const lower = t.n_end - (t.n_begin > chunk_end ? t.n_begin : chunk_end);  // chunks launched earlier
     int const m_minus_c0 = m - diagonal_offset();
     int const num_m = num_query_blocks();
     return {m,
@@ -133,10 +148,11 @@ struct BwdQueryOrder {
             num_m,
             mod_pos(m_minus_c0 - kRatio * n_block, num_m)};
   }
-  // Whether key block n, a visitor of v.m in this CTA's chunk, adds there before this CTA (no mask needed).
+  // Whether key block n, a visitor of v.m in this CTA's chunk, adds there before this CTA (no mask needed). Equal
+  // slots (more key blocks than query blocks) go in launch order.
   CUTLASS_HOST_DEVICE bool adds_before(int n, Visitors const& v) const {
     int const s = mod_pos(v.m_minus_c0 - kRatio * n, v.num_m);
-    return s < v.slot || (s == v.slot && n < n_block);
+    return s < v.slot || (s == v.slot && n > n_block);
   }
 
   // Deterministic mode: the ticket of this CTA at the block it visits at `step`: how many key blocks add there

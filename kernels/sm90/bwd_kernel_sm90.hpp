@@ -67,7 +67,9 @@ struct BwdKernelSm90 {
     Mask const mask(seq.seqlen_q, seq.seqlen_k, p.window_left, p.window_right);
     int const allocated_k =
         p.cu_seqlens_k != nullptr ? int(p.cu_seqlens_k[batch + 1] - p.cu_seqlens_k[batch]) : p.seqlen_k;
-    int const n_block = int(blockIdx.x);
+    // Deterministic mode launches the key blocks from the last down (see BwdQueryOrder).
+    int const n_block =
+        p.deterministic ? Order::key_block_at(int(blockIdx.x), int(gridDim.x)) : int(blockIdx.x);
     return CtaWork{n_block, int(blockIdx.y), batch, p.num_heads / p.num_heads_k, seq, allocated_k, mask,
                    Order(mask, n_block, p.deterministic, params.resident_ctas)};
   }

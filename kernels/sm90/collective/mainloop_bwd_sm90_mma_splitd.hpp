@@ -8,10 +8,11 @@
 //
 // Deterministic mode: before its first atomic of a step the warpgroups meet the turn-keeper warp
 // (DqTurnKeeperBwdSm90), which has already waited for the step's ticket. The turn is passed on (fence, barrier,
-// signal) only at the next step of the same query head, once its S^T and dP^T GEMMs are issued: the fence then waits
-// for atomics that had the step's tail to drain, while the tensor cores are busy; the successor at that query block
-// visits it a step later anyway (BwdQueryOrder's stagger). Passing late adds no wait on another CTA, so the progress
-// argument of bwd_query_order.hpp holds.
+// signal) only in the next step of the same query head, after P^T and dS^T: the fence then finds atomics that had
+// the S^T / dP^T GEMMs and the exps to drain (B6), and the
+// successor at that block, which visits it a step later (BwdQueryOrder's stagger), needs the turn only after its
+// dV, dK and first dQ GEMMs. Passing late adds no wait on another CTA, so the progress argument of
+// bwd_query_order.hpp holds.
 #pragma once
 
 #include <cute/tensor.hpp>
@@ -96,13 +97,13 @@ struct MainloopBwdSm90MmaSplitD {
         wgmma_gemm<true>(mma_s, tSrK, tSrQ(_, _, _, state.index), tSrS);
         pipeline_do.consumer_wait(state);
         wgmma_gemm<true>(mma_dp, tdPrV, tdPrdO(_, _, _, state.index), tdPrdP);
+        warpgroup_wait<1>();
+        bwd_scores_to_p_ds<Traits>(p, work, m_block, smem.lse_log2[state.index], smem.dpsum[state.index], tSrS_rc,
+                                   tdPrdP_rc, tScS_rc);
         if (p.deterministic && visit > 0) {  // the previous block's turn (recomputed: no register held across)
           pass_dq_turn(p.dq_semaphore + scratch_row / Traits::kBlockM + work.order.m_at(visit - 1), is_consumer_leader,
                        Traits::kNumMmaThreads);
         }
-        warpgroup_wait<1>();
-        bwd_scores_to_p_ds<Traits>(p, work, m_block, smem.lse_log2[state.index], smem.dpsum[state.index], tSrS_rc,
-                                   tdPrdP_rc, tScS_rc);
 
         // Both halves of P^T and dS^T to shared memory (double-buffered: the barrier below also orders these
         // stores after the other warpgroup's GEMMs of two steps ago, which it waited for before arriving).

@@ -79,15 +79,18 @@ void check_visits(Problem const& pr) {
 }
 
 // Deterministic mode: at each query block the tickets of its visitors are 0..k-1, each once, in the order (chunk,
-// slot, key block); with no mask or a causal one the slot is the step, so within a chunk that is the arrival order of
-// a lockstep run (every CTA starts at once and does one step per tick), ties to the lower key block.
+// slot, launch rank), chunks and ranks counted in launch order (key blocks from the last one down); with no mask or a
+// causal one the slot is the step, so within a chunk that is the arrival order of a lockstep run (every CTA starts at
+// once and does one step per tick), ties to the CTA launched first.
 template <int kBlockM, int kBlockN>
 void check_tickets(Problem const& pr) {
   auto const ords = orders<kBlockM, kBlockN>(pr, true);
-  std::map<int, std::vector<std::tuple<int, int, int, int>>> at;  // m -> (chunk, step, n, ticket)
+  int const num_n = int(ords.size());
+  std::map<int, std::vector<std::tuple<int, int, int, int>>> at;  // m -> (chunk, slot, launch rank, ticket)
   for (auto const& o : ords) {
+    int const rank = num_n - 1 - o.n_block;  // key blocks launch from the last one down
     for (int s = 0; s < o.num_steps; ++s) {
-      at[o.m_at(s)].emplace_back(o.n_block / pr.chunk_width, o.slot(o.n_block, o.m_at(s)), o.n_block, o.ticket(s));
+      at[o.m_at(s)].emplace_back(rank / pr.chunk_width, o.slot(o.n_block, o.m_at(s)), rank, o.ticket(s));
     }
   }
   for (auto& [m, v] : at) {
@@ -98,18 +101,18 @@ void check_tickets(Problem const& pr) {
     for (auto const& e : v) tickets.push_back(std::get<3>(e));
     std::sort(tickets.begin(), tickets.end());
     for (int i = 0; i < int(tickets.size()); ++i) ASSERT_EQ(tickets[i], i) << "tickets are not 0..k-1";
-    std::sort(v.begin(), v.end());  // (chunk, slot, n)
+    std::sort(v.begin(), v.end());  // (chunk, slot, launch rank)
     for (int i = 0; i < int(v.size()); ++i) {
-      ASSERT_EQ(std::get<3>(v[i]), i) << "key block " << std::get<2>(v[i]) << " (slot " << std::get<1>(v[i])
-                                      << ") is out of order";
+      ASSERT_EQ(std::get<3>(v[i]), i) << "key block " << num_n - 1 - std::get<2>(v[i]) << " (slot "
+                                      << std::get<1>(v[i]) << ") is out of order";
     }
   }
 }
 
 // No deadlock: play the additions of H heads x group query heads with `slots` CTAs resident at once, dispatched in
-// linear order (key block fastest), each CTA adding in its program order (query head, step) and only when the
-// block's semaphore equals its ticket; at every point some resident CTA must be able to add. The scheduler picks
-// among the CTAs that can add at random, so many interleavings are covered.
+// linear order (key blocks fastest, from the last one down), each CTA adding in its program order (query head, step)
+// and only when the block's semaphore equals its ticket; at every point some resident CTA must be able to add. The
+// scheduler picks among the CTAs that can add at random, so many interleavings are covered.
 template <int kBlockM, int kBlockN>
 void check_no_deadlock(Problem const& pr, int heads, int group, int slots, std::mt19937& rng) {
   auto const ords = orders<kBlockM, kBlockN>(pr, true);
@@ -128,7 +131,7 @@ void check_no_deadlock(Problem const& pr, int heads, int group, int slots, std::
   int const total = heads * num_n;
   auto launch = [&] {
     while (int(resident.size()) < slots && launched < total) {
-      Cta const c{launched / num_n, launched % num_n, 0};
+      Cta const c{launched / num_n, num_n - 1 - launched % num_n, 0};
       ++launched;
       if (ords[c.n].num_steps == 0) {
         ++finished;  // no query block sees it: it never touches a semaphore
