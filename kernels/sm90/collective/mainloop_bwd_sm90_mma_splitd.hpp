@@ -8,11 +8,12 @@
 //
 // Deterministic mode: before its first atomic of a step the warpgroups meet the turn-keeper warp
 // (DqTurnKeeperBwdSm90), which has already waited for the step's ticket. The turn is passed on (fence, barrier,
-// signal) only in the next step of the same query head, after P^T and dS^T: the fence then finds atomics that had
-// the S^T / dP^T GEMMs and the exps to drain (B6), and the
-// successor at that block, which visits it a step later (BwdQueryOrder's stagger), needs the turn only after its
-// dV, dK and first dQ GEMMs. Passing late adds no wait on another CTA, so the progress argument of
-// bwd_query_order.hpp holds.
+// signal) only in the next step of the same query head, after P^T and dS^T, so the fence does not wait for the
+// atomics just issued; the successor at that block visits it a step later (BwdQueryOrder's stagger) and needs the
+// turn only after its dV, dK and first dQ GEMMs. Passing late adds no wait on another CTA, so the progress argument
+// of bwd_query_order.hpp holds. Measured (docs/perf-notes.md B6): the deterministic hd256 backward stays 13-31%
+// slower than the default wherever the pass goes (after the next step's S^T/dP^T issue, here, or after its dV/dK
+// issue): about 1 us per step that this placement does not hide.
 #pragma once
 
 #include <cute/tensor.hpp>
