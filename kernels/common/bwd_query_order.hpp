@@ -26,8 +26,8 @@
 //              launch rank / chunk_width, launch rank = N - 1 - n. Within a chunk that is the lockstep arrival order
 //              (up to the wrap of windowed ranges), so a CTA rarely finds its predecessor behind it.
 //   ticket     the rank of (n, m) among the visitors of m, [trips(m).n_begin, trips(m).n_end) (the mask decides them
-//              exactly as the kernel's query_blocks() does, host-tested): the visitors from lower chunks, plus those
-//              of its own chunk that come first. v needs no mask, so a warp tests 32 candidates per ballot.
+//              exactly as the kernel's query_blocks() does, host-tested): the visitors from chunks launched earlier,
+//              plus those of its own chunk that come first. v needs no mask, so a warp tests 32 candidates per ballot.
 //
 // Determinism: the ticket depends only on (seqlen_q, seqlen_k, window, block sizes, chunk_width, n, m). chunk_width
 // is the number of CTAs the device runs at once (SMs x CTAs per SM, from the launcher), fixed for a device and kernel;
@@ -41,9 +41,10 @@
 // in launch order: every CTA before it is done, so the dispatcher eventually makes u .. u + chunk_width - 1
 // resident, which holds every unfinished CTA of u's chunk. Among that chunk's pending additions, the one of smallest
 // potential waits only on finished CTAs or on additions of smaller potential, which are done: it proceeds, and by
-// induction every CTA finishes. A CTA passes the turn on after its own reduction completes (the head-dim split after
-// its next step's first GEMMs are issued), never after waiting on another CTA, so nothing else enters the argument.
-// (The ascending order needed no residency; this one needs chunks to be co-resident, hence chunk_width <= what fits.)
+// induction every CTA finishes. A CTA passes the turn on after its own reduction completes (the head-dim split in its
+// next step, after P^T and dS^T), never after waiting on another CTA, so nothing else enters the argument. (The
+// ascending order needed no residency; this one needs chunks to be co-resident, hence chunk_width <= what fits: a
+// context limited to fewer SMs than the device reports, e.g. by MPS, could hang a head with more key blocks.)
 #pragma once
 
 #include <cutlass/cutlass.h>
