@@ -60,7 +60,9 @@ struct AttentionOptions {
   int32_t window_right = -1;
   // > 0: scores become softcap * tanh(score * softmax_scale / softcap) before masking.
   float softcap = 0.0f;
-  // Backward only: bitwise reproducible dQ, dK, dV.
+  // Backward only: bitwise reproducible dQ, dK, dV. Its summation order assumes the kernel can use every SM the
+  // device reports; under MPS with a reduced active-thread percentage or in a green context, set the environment
+  // variable FLASH3_DETERMINISTIC_CHUNK_CTAS to the CTAs that fit there (1: an order that assumes nothing, slower).
   bool deterministic = false;
   // cudaStream_t, passed as void* so this header needs no CUDA header. nullptr is the legacy default stream.
   void* stream = nullptr;

@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
 
 namespace flash3 {
 
@@ -37,6 +38,20 @@ inline cudaError_t prepare_tile_counter(int32_t* workspace_counter, int num_tile
   }
   *counter = workspace_counter;
   return cudaMemsetAsync(workspace_counter, 0, sizeof(int32_t), stream);
+}
+
+// Deterministic backward: the largest number of CTAs its dQ summation order may assume co-resident
+// (kernels/common/bwd_query_order.hpp), from FLASH3_DETERMINISTIC_CHUNK_CTAS; 0 (unset) = what fits on the device.
+// The order assumes the kernel can use every SM the device reports; a context limited to fewer (MPS with a reduced
+// active-thread percentage, green contexts) sets it to what it has, or to 1 for an order that needs no co-residency
+// at all (slower: key blocks then wait for each other in launch order). Read once per process.
+inline int deterministic_chunk_cap() {
+  static int const cap = [] {
+    char const* v = std::getenv("FLASH3_DETERMINISTIC_CHUNK_CTAS");
+    int const n = v != nullptr ? std::atoi(v) : 0;
+    return n > 0 ? n : 0;
+  }();
+  return cap;
 }
 
 }  // namespace flash3

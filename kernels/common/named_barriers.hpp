@@ -20,7 +20,12 @@ enum class BwdNamedBarrier : uint32_t {
   kDsReady = 0,  // both consumer warpgroups wrote their dS^T tile (dQ = dS K reads both halves)
   kDqFull = 1,   // the consumers wrote the step's dQ into shared memory (the dQ writer warp waits)
   kDqEmpty = 2,  // the dQ writer's bulk reduction has read that buffer (the consumers wait)
-  kDqTurn = 3,   // deterministic, head-dim split: the consumers' turn to add into a dQ block
+  kDqTurn = 3,   // deterministic, head-dim split: the consumers' additions into a dQ block are done
+  // Deterministic, key split: a second dQ writer warp takes the odd steps, with its own pair of barriers.
+  kDqFull1 = 4,
+  kDqEmpty1 = 5,
+  // Deterministic, head-dim split: the turn-keeper warp saw the step's ticket come up (the consumers wait).
+  kDqTurnGranted = 6,
 };
 
 CUTLASS_DEVICE void named_barrier_sync(uint32_t num_threads, FwdNamedBarrier id) {

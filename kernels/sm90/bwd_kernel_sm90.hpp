@@ -1,12 +1,15 @@
 // The sm90 (Hopper) backward kernel: warp-specialised, one CTA per (key block, kv head, batch).
 //
 //   warpgroup 0        producer: setmaxnreg down; warp 0: one thread issues all loads (MainloopBwdSm90Load);
-//                      warp 1: adds each step's dQ into the fp32 accumulator (DqWriterBwdSm90; d <= 128)
+//                      warp 1: adds each step's dQ into the fp32 accumulator (DqWriterBwdSm90; d <= 128); in
+//                      deterministic mode warps 1 and 2 take alternate steps (d <= 128), or warp 1 waits for the
+//                      consumers' turns (DqTurnKeeperBwdSm90, head-dim split)
 //   warpgroups 1..2    consumers: setmaxnreg up, the five GEMMs per query block (MainloopBwdSm90Mma for d <= 128,
 //                      MainloopBwdSm90MmaSplitD above), then dK/dV
 //
-// Both roles derive the same CtaWork (query heads of the group, query blocks that see the key block), so the Q/dO
-// pipelines stay in step without other communication. The pre- and postprocess kernels (bwd_prepost.cuh) run before
+// Every role derives the same CtaWork (query heads of the group, query blocks that see the key block and the order
+// in which it visits them, kernels/common/bwd_query_order.hpp), so the Q/dO pipelines stay in step without other
+// communication. The pre- and postprocess kernels (bwd_prepost.cuh) run before
 // (D = rowsum(dO * O), lse_log2, zeroed dQ accumulator) and after (dQ = accumulator * scale, in the input dtype).
 #pragma once
 
@@ -15,6 +18,7 @@
 #include <cutlass/cutlass.h>
 
 #include "kernels/common/bwd_params.hpp"
+#include "kernels/common/bwd_query_order.hpp"
 #include "kernels/common/mask.hpp"
 #include "kernels/common/seqlen_info.hpp"
 #include "kernels/sm90/bwd_kernel_traits_sm90.hpp"
@@ -30,6 +34,7 @@ template <class Traits_>
 struct BwdKernelSm90 {
   using Traits = Traits_;
   using Mask = BlockMask<Traits::kBlockM, Traits::kBlockN, Traits::kHasLocal>;
+  using Order = BwdQueryOrder<Traits::kBlockM, Traits::kBlockN, Traits::kHasLocal>;
   using Mainloop = cute::conditional_t<Traits::kSplitHeadDim, MainloopBwdSm90MmaSplitD<Traits>,
                                        MainloopBwdSm90Mma<Traits>>;
   // The key-split tiling hands dQ to a writer warp; the head-dim split adds it from the consumers (no smem left).
@@ -37,6 +42,7 @@ struct BwdKernelSm90 {
 
   struct Params {
     BwdParams bwd;
+    int resident_ctas;  // CTAs of this kernel the device runs at once (deterministic mode: see BwdQueryOrder)
     typename Traits::ShapeQKV shape_q, shape_do, shape_k, shape_v;
     typename Traits::TmaQ tma_q;
     typename Traits::TmadO tma_do;
@@ -50,8 +56,8 @@ struct BwdKernelSm90 {
     SeqlenInfo seq;        // used lengths and row offsets
     int allocated_k;       // rows of this sequence in k/dk (>= seq.seqlen_k): dK/dV rows written
     Mask mask;
-    int m_begin, m_end;    // query blocks that see this key block
-    CUTLASS_DEVICE bool has_steps() const { return m_begin < m_end; }
+    Order order;           // the query blocks that see this key block, in visiting order (order.m_at(step))
+    CUTLASS_DEVICE bool has_steps() const { return order.num_steps > 0; }
   };
 
   CUTLASS_DEVICE static CtaWork cta_work(Params const& params) {
@@ -61,9 +67,11 @@ struct BwdKernelSm90 {
     Mask const mask(seq.seqlen_q, seq.seqlen_k, p.window_left, p.window_right);
     int const allocated_k =
         p.cu_seqlens_k != nullptr ? int(p.cu_seqlens_k[batch + 1] - p.cu_seqlens_k[batch]) : p.seqlen_k;
-    CtaWork w{int(blockIdx.x), int(blockIdx.y), batch, p.num_heads / p.num_heads_k, seq, allocated_k, mask, 0, 0};
-    mask.query_blocks(w.n_block, &w.m_begin, &w.m_end);
-    return w;
+    // Deterministic mode launches the key blocks from the last down (see BwdQueryOrder).
+    int const n_block =
+        p.deterministic ? Order::key_block_at(int(blockIdx.x), int(gridDim.x)) : int(blockIdx.x);
+    return CtaWork{n_block, int(blockIdx.y), batch, p.num_heads / p.num_heads_k, seq, allocated_k, mask,
+                   Order(mask, n_block, p.deterministic, params.resident_ctas)};
   }
 
   CUTLASS_DEVICE void operator()(Params const& params, char* smem_raw) const {
@@ -94,7 +102,14 @@ struct BwdKernelSm90 {
         MainloopBwdSm90Load<Traits>::load_cta(params, smem, pipeline_q, pipeline_do, work);
       }
       if constexpr (kHasDqWriter) {
-        if (warp_idx == 1 && work.has_steps()) { DqWriterBwdSm90<Traits>::run(params.bwd, smem, work); }
+        int const num_writers = params.bwd.deterministic ? 2 : 1;
+        if (warp_idx >= 1 && warp_idx <= num_writers && work.has_steps()) {
+          DqWriterBwdSm90<Traits>::run(params.bwd, smem, work, warp_idx - 1, num_writers);
+        }
+      } else {
+        if (warp_idx == 1 && params.bwd.deterministic && work.has_steps()) {
+          DqTurnKeeperBwdSm90<Traits>::run(params.bwd, work);
+        }
       }
     } else {
       cutlass::arch::warpgroup_reg_alloc<Traits::kConsumerRegisters>();

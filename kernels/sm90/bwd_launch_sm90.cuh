@@ -78,6 +78,16 @@ void run_bwd_sm90(BwdParams const& p, cudaStream_t stream) {
     auto kernel = &bwd_kernel_sm90<Kernel>;
     constexpr int kSmemBytes = Traits::kSharedStorageBytes;
     err = ensure_dynamic_smem<Kernel>(kernel, kSmemBytes);
+    // Deterministic mode: the key blocks of a head add dQ in an order that assumes chunks of this many consecutive
+    // CTAs can be resident together (kernels/common/bwd_query_order.hpp).
+    params.resident_ctas = 1;
+    if (err == cudaSuccess && p.deterministic) {
+      int per_sm = 0;  // p.num_sms: the device's SM count, from the plan
+      err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, Traits::kNumThreads, kSmemBytes);
+      int const fits = p.num_sms * per_sm > 1 ? p.num_sms * per_sm : 1;
+      int const cap = deterministic_chunk_cap();
+      params.resident_ctas = cap > 0 && cap < fits ? cap : fits;
+    }
     if (err == cudaSuccess) {
       kernel<<<grid, Traits::kNumThreads, kSmemBytes, stream>>>(params);
       err = cudaGetLastError();

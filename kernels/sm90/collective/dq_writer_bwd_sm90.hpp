@@ -3,9 +3,12 @@
 // (cp.reduce.async.bulk ... .add.f32), so the consumers never wait on global atomics: they go on with the next
 // step's GEMMs as soon as the bulk copy has read the buffer.
 //
-// Deterministic mode: the dQ of a query block is summed over key blocks in ascending order, one CTA at a time. The
-// writer waits until `ticket` key blocks before its own have added theirs, adds, waits for its addition to complete,
-// then passes the turn on. CTAs of lower key blocks have lower block indices and start earlier, so the wait ends.
+// Deterministic mode: the dQ of a query block is summed over key blocks in the fixed order of BwdQueryOrder
+// (kernels/common/bwd_query_order.hpp, which also argues why every wait ends), one CTA at a time. The writer waits
+// until `ticket` key blocks have added theirs, adds, lets the consumers reuse the buffer as soon as the reduction has
+// read it, waits for its addition to complete, then passes the turn on. That chain (poll, reduce, complete, fence,
+// signal) takes about as long as a step at d = 64, so two writer warps take alternate steps; each computes its
+// next ticket while the consumers are still on the step's GEMMs.
 #pragma once
 
 #include <cute/tensor.hpp>
@@ -27,58 +30,93 @@ CUTLASS_DEVICE void bulk_reduce_add_f32(float* gmem, float const* smem, uint32_t
 CUTLASS_DEVICE void bulk_wait_read() { asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory"); }
 CUTLASS_DEVICE void bulk_wait_complete() { asm volatile("cp.async.bulk.wait_group 0;" ::: "memory"); }
 
-// Deterministic mode, for consumers that add dQ themselves (head-dim split tiling): one elected consumer thread
-// waits for the turn, the named barrier releases the others; after the additions, a fence and the barrier, it
-// passes the turn on.
+// Deterministic mode: one thread waits until `ticket` key blocks have added into the block.
 CUTLASS_DEVICE void wait_dq_turn_single(int32_t const* semaphore, int ticket) {
   int32_t seen;
   do {
     asm volatile("ld.acquire.gpu.global.s32 %0, [%1];" : "=r"(seen) : "l"(semaphore) : "memory");
   } while (seen != ticket);
 }
-CUTLASS_DEVICE void wait_dq_turn(int32_t const* semaphore, int ticket, bool is_leader, int num_threads) {
-  if (is_leader) { wait_dq_turn_single(semaphore, ticket); }
-  named_barrier_sync(num_threads, BwdNamedBarrier::kDqTurn);
-}
+// Consumers that add dQ themselves (head-dim split tiling): after the additions, a fence and the barrier, one
+// elected consumer thread passes the turn on.
 CUTLASS_DEVICE void pass_dq_turn(int32_t* semaphore, bool is_leader, int num_threads) {
   __threadfence();  // every thread's dQ additions are performed before the turn moves on
   named_barrier_sync(num_threads, BwdNamedBarrier::kDqTurn);
   if (is_leader) { atomicAdd(semaphore, 1); }
 }
 
+// The dQ buffer hand-over barriers of writer `slot` (0, or 1 for the second writer of the deterministic mode).
+CUTLASS_DEVICE BwdNamedBarrier dq_full_barrier(int slot) {
+  return slot == 0 ? BwdNamedBarrier::kDqFull : BwdNamedBarrier::kDqFull1;
+}
+CUTLASS_DEVICE BwdNamedBarrier dq_empty_barrier(int slot) {
+  return slot == 0 ? BwdNamedBarrier::kDqEmpty : BwdNamedBarrier::kDqEmpty1;
+}
+
 template <class Traits>
 struct DqWriterBwdSm90 {
   static constexpr int kBarrierThreads = Traits::kNumMmaThreads + Traits::kDqWriterThreads;
 
+  // Writer `slot` of `num_slots` (1, or 2 in deterministic mode) takes the steps step % num_slots == slot. The
+  // consumers write step s's dQ after writer (s - 1) % num_slots has read step s - 1's (its empty barrier) and hand
+  // it to writer s % num_slots (its full barrier); a barrier id's phases never overlap because every hand-over waits
+  // for the previous one.
   template <class Work>
-  CUTLASS_DEVICE static void run(BwdParams const& p, typename Traits::SharedStorage& smem, Work const& work) {
+  CUTLASS_DEVICE static void run(BwdParams const& p, typename Traits::SharedStorage& smem, Work const& work, int slot,
+                                 int num_slots) {
     bool const is_leader = cute::elect_one_sync();
-    int const steps = work.group * (work.m_end - work.m_begin);
-    named_barrier_arrive(kBarrierThreads, BwdNamedBarrier::kDqEmpty);  // the buffer starts empty
-    int step = 0;
-    for (int g = 0; g < work.group; ++g) {
+    int const len = work.order.num_steps;
+    int const steps = work.group * len;
+    // The buffer starts empty: the consumers' first wait is on the barrier of the writer of step -1.
+    if (slot == num_slots - 1) { named_barrier_arrive(kBarrierThreads, dq_empty_barrier(slot)); }
+    for (int step = slot; step < steps; step += num_slots) {
+      int const g = step / len;
+      int const i = step - g * len;
+      int const m_block = work.order.m_at(i);
       int const head = work.head_k * work.group + g;
       int64_t const scratch_row = bwd_scratch_row(p, work.batch, head);
-      for (int m_block = work.m_begin; m_block < work.m_end; ++m_block) {
-        named_barrier_sync(kBarrierThreads, BwdNamedBarrier::kDqFull);
-        if (is_leader) {
-          float* dst = p.dq_accum + (scratch_row + int64_t(m_block) * Traits::kBlockM) * Traits::kHeadDim;
-          int32_t* semaphore = p.dq_semaphore + scratch_row / Traits::kBlockM + m_block;
-          if (p.deterministic) { wait_dq_turn_single(semaphore, work.n_block - work.mask.trips(m_block).n_begin); }
-          bulk_reduce_add_f32(dst, smem.dq_acc_or_pt.data(), Traits::kDqBytes);
-          if (p.deterministic) {
-            bulk_wait_complete();
-            __threadfence();
-            atomicAdd(semaphore, 1);
-          } else {
-            bulk_wait_read();
-          }
-        }
-        __syncwarp();
-        if (++step < steps) { named_barrier_arrive(kBarrierThreads, BwdNamedBarrier::kDqEmpty); }
+      int32_t* semaphore = p.dq_semaphore + scratch_row / Traits::kBlockM + m_block;
+      int const ticket = p.deterministic ? work.order.ticket_warp(i) : 0;  // while the consumers compute
+      named_barrier_sync(kBarrierThreads, dq_full_barrier(slot));
+      if (is_leader) {
+        float* dst = p.dq_accum + (scratch_row + int64_t(m_block) * Traits::kBlockM) * Traits::kHeadDim;
+        if (p.deterministic) { wait_dq_turn_single(semaphore, ticket); }
+        bulk_reduce_add_f32(dst, smem.dq_acc_or_pt.data(), Traits::kDqBytes);
+        bulk_wait_read();
+      }
+      __syncwarp();
+      if (step + 1 < steps) { named_barrier_arrive(kBarrierThreads, dq_empty_barrier(slot)); }
+      if (p.deterministic && is_leader) {
+        bulk_wait_complete();
+        __threadfence();
+        atomicAdd(semaphore, 1);
       }
     }
     if (is_leader) { bulk_wait_complete(); }
+  }
+};
+
+// Deterministic mode, head-dim split (the consumers add dQ themselves): warp 1 of the producer warpgroup computes
+// each step's ticket and polls the semaphore ahead of the consumers, then meets them at kDqTurnGranted (a sync on
+// both sides, so it never runs a phase ahead), leaving the consumers a barrier instead of a poll.
+template <class Traits>
+struct DqTurnKeeperBwdSm90 {
+  static constexpr int kBarrierThreads = Traits::kNumMmaThreads + cutlass::NumThreadsPerWarp;
+
+  template <class Work>
+  CUTLASS_DEVICE static void run(BwdParams const& p, Work const& work) {
+    bool const is_leader = cute::elect_one_sync();
+    for (int g = 0; g < work.group; ++g) {
+      int64_t const scratch_row = bwd_scratch_row(p, work.batch, work.head_k * work.group + g);
+      for (int i = 0; i < work.order.num_steps; ++i) {
+        int const ticket = work.order.ticket_warp(i);
+        if (is_leader) {
+          wait_dq_turn_single(p.dq_semaphore + scratch_row / Traits::kBlockM + work.order.m_at(i), ticket);
+        }
+        __syncwarp();
+        named_barrier_sync(kBarrierThreads, BwdNamedBarrier::kDqTurnGranted);
+      }
+    }
   }
 };
 

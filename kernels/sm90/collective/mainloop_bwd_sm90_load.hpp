@@ -1,7 +1,8 @@
 // Producer side of the sm90 backward: one thread of the producer warpgroup issues every load of the CTA.
 //
 // K and V of the CTA's key block once (one transaction barrier), then for every step (query head of the group,
-// query block): Q with its lse_log2 slice into the Q pipeline and dO with its dpsum slice into the dO pipeline.
+// query block in the CTA's visiting order): Q with its lse_log2 slice into the Q pipeline and dO with its dpsum slice
+// into the dO pipeline.
 // The row statistics come with a 1-D bulk copy on the same barrier as their tile, so one wait covers both.
 #pragma once
 
@@ -62,7 +63,8 @@ struct MainloopBwdSm90Load {
       auto tQ = tma_partition(params.tma_q, _0{}, Layout<_1>{}, group_modes<0, 2>(sQ), group_modes<0, 2>(gQ));
       auto tdO = tma_partition(params.tma_do, _0{}, Layout<_1>{}, group_modes<0, 2>(sdO), group_modes<0, 2>(gdO));
       int64_t const scratch_row = bwd_scratch_row(p, work.batch, head);
-      for (int m_block = work.m_begin; m_block < work.m_end; ++m_block) {
+      for (auto c = work.order.cursor(); work.order.valid(c); work.order.advance(c)) {
+        int const m_block = c.m;
         int64_t const stat_row = scratch_row + int64_t(m_block) * Traits::kBlockM;
         pipeline_q.producer_acquire(state, Traits::kTmaBytesQ);
         copy(params.tma_q.with(*pipeline_q.full_barrier(state)), get<0>(tQ)(_, m_block), get<1>(tQ)(_, state.index));

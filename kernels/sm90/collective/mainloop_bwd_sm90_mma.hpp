@@ -18,6 +18,7 @@
 #include "kernels/common/softmax.hpp"
 #include "kernels/sm90/bwd_kernel_traits_sm90.hpp"
 #include "kernels/sm90/collective/bwd_scores_sm90.hpp"
+#include "kernels/sm90/collective/dq_writer_bwd_sm90.hpp"
 #include "kernels/sm90/wgmma_gemm.hpp"
 
 namespace flash3 {
@@ -80,8 +81,10 @@ struct MainloopBwdSm90Mma {
 
     State state;
     int step = 0;
+    int const dq_slot_mask = p.deterministic ? 1 : 0;  // two dQ writers take alternate steps in deterministic mode
     for (int g = 0; g < work.group; ++g) {
-      for (int m_block = work.m_begin; m_block < work.m_end; ++m_block, ++step) {
+      for (int visit = 0; visit < work.order.num_steps; ++visit, ++step) {
+        int const m_block = work.order.m_at(visit);
         pipeline_q.consumer_wait(state);
         wgmma_gemm<true>(mma_s, tSrK, tSrQ(_, _, _, state.index), tSrS);
         pipeline_do.consumer_wait(state);
@@ -113,7 +116,7 @@ struct MainloopBwdSm90Mma {
         state.advance();
 
         // dQ of this key block -> shared memory (fragment order), for the writer warp's bulk reduce-add.
-        named_barrier_sync(kDqBarrierThreads, BwdNamedBarrier::kDqEmpty);
+        named_barrier_sync(kDqBarrierThreads, dq_empty_barrier((step - 1) & dq_slot_mask));
         float4* dq_smem = reinterpret_cast<float4*>(smem.dq_acc_or_pt.data());
         CUTE_UNROLL
         for (int i = 0; i < Traits::kDqValuesPerThread / 4; ++i) {
@@ -121,7 +124,7 @@ struct MainloopBwdSm90Mma {
               make_float4(tdQrdQ(4 * i), tdQrdQ(4 * i + 1), tdQrdQ(4 * i + 2), tdQrdQ(4 * i + 3));
         }
         cutlass::arch::fence_view_async_shared();
-        named_barrier_arrive(kDqBarrierThreads, BwdNamedBarrier::kDqFull);
+        named_barrier_arrive(kDqBarrierThreads, dq_full_barrier(step & dq_slot_mask));
       }
     }
   }

@@ -5,6 +5,15 @@
 // dS^T, and writes both to shared memory; after a barrier each warpgroup accumulates dV += P^T dO and dK += dS^T Q
 // for its half of dv / d (SS GEMMs, N split), then dQ = dS K in column chunks, each added into the fp32 accumulator
 // with vector atomics in fragment order (the postprocess reads that order back).
+//
+// Deterministic mode: before its first atomic of a step the warpgroups meet the turn-keeper warp
+// (DqTurnKeeperBwdSm90), which has already waited for the step's ticket. The turn is passed on (fence, barrier,
+// signal) only in the next step of the same query head, after P^T and dS^T, so the fence does not wait for the
+// atomics just issued; the successor at that block visits it a step later (BwdQueryOrder's stagger) and needs the
+// turn only after its dV, dK and first dQ GEMMs. Passing late adds no wait on another CTA, so the progress argument
+// of bwd_query_order.hpp holds. Measured (docs/perf-notes.md B6): the deterministic hd256 backward stays 13-31%
+// slower than the default wherever the pass goes (after the next step's S^T/dP^T issue, here, or after its dV/dK
+// issue): about 1 us per step that this placement does not hide.
 #pragma once
 
 #include <cute/tensor.hpp>
@@ -83,7 +92,8 @@ struct MainloopBwdSm90MmaSplitD {
     for (int g = 0; g < work.group; ++g) {
       int const head = work.head_k * work.group + g;
       int64_t const scratch_row = bwd_scratch_row(p, work.batch, head);
-      for (int m_block = work.m_begin; m_block < work.m_end; ++m_block, ++step) {
+      for (int visit = 0; visit < work.order.num_steps; ++visit, ++step) {
+        int const m_block = work.order.m_at(visit);
         pipeline_q.consumer_wait(state);
         wgmma_gemm<true>(mma_s, tSrK, tSrQ(_, _, _, state.index), tSrS);
         pipeline_do.consumer_wait(state);
@@ -91,6 +101,10 @@ struct MainloopBwdSm90MmaSplitD {
         warpgroup_wait<1>();
         bwd_scores_to_p_ds<Traits>(p, work, m_block, smem.lse_log2[state.index], smem.dpsum[state.index], tSrS_rc,
                                    tdPrdP_rc, tScS_rc);
+        if (p.deterministic && visit > 0) {  // the previous block's turn (recomputed: no register held across)
+          pass_dq_turn(p.dq_semaphore + scratch_row / Traits::kBlockM + work.order.m_at(visit - 1), is_consumer_leader,
+                       Traits::kNumMmaThreads);
+        }
 
         // Both halves of P^T and dS^T to shared memory (double-buffered: the barrier below also orders these
         // stores after the other warpgroup's GEMMs of two steps ago, which it waited for before arriving).
@@ -119,8 +133,8 @@ struct MainloopBwdSm90MmaSplitD {
             pipeline_q.consumer_release(state, is_wg_leader);
             pipeline_do.consumer_release(state, is_wg_leader);
             if (p.deterministic) {
-              wait_dq_turn(semaphore, work.n_block - work.mask.trips(m_block).n_begin, is_consumer_leader,
-                           Traits::kNumMmaThreads);
+              named_barrier_sync(Traits::kNumMmaThreads + cutlass::NumThreadsPerWarp,
+                                 BwdNamedBarrier::kDqTurnGranted);
             }
           }
           constexpr int kVec = Traits::kDqValuesPerThread / 4;
@@ -130,7 +144,9 @@ struct MainloopBwdSm90MmaSplitD {
                       make_float4(tdQrdQ(4 * i), tdQrdQ(4 * i + 1), tdQrdQ(4 * i + 2), tdQrdQ(4 * i + 3)));
           }
         }
-        if (p.deterministic) { pass_dq_turn(semaphore, is_consumer_leader, Traits::kNumMmaThreads); }
+        if (p.deterministic && visit + 1 == work.order.num_steps) {  // last block of this query head: pass now
+          pass_dq_turn(semaphore, is_consumer_leader, Traits::kNumMmaThreads);
+        }
         state.advance();
       }
     }

@@ -6,6 +6,7 @@
 //   FlashBackwardVarlen         varlen with an empty sequence, a sequence without keys, seqused_q/k
 //   FlashBackwardLarge          longer sequences (1k-2k keys), causal and not, GQA
 //   FlashBackwardDeterministic  deterministic = true gives bitwise-identical dq, dk, dv over repeated runs
+//   FlashBackwardDeterministicShapes  the same for varlen (against the CPU reference), unequal lengths, long keys
 //
 // out and lse come from the CPU reference (rounded to the dtype / fp32), so these tests do not depend on the forward
 // kernel. Gradients are poisoned with NaN before each run. A configuration whose kernel this build does not contain
@@ -458,22 +459,13 @@ INSTANTIATE_TEST_SUITE_P(Shapes, FlashBackwardLarge,
 
 // ---- FlashBackwardDeterministic --------------------------------------------------------------------------------------
 
-class FlashBackwardDeterministic : public ::testing::TestWithParam<std::pair<int, Mask>> {};
-
-TEST_P(FlashBackwardDeterministic, BitwiseIdenticalRuns) {
+// Runs the deterministic backward several times: the gradients must be bitwise identical, and equal to the CPU
+// reference under the FA3 rule (check_reference, small problems) or to the default mode up to summation order.
+void check_deterministic(const ReferenceProblem& p, Precision dt, const std::string& name, bool check_reference) {
+  SCOPED_TRACE(name + " " + p.to_string());
   if (!flash3_test::has_gpu()) GTEST_SKIP() << flash3_test::no_gpu_reason();
   if (!flash3_test::no_sm90_reason().empty()) GTEST_SKIP() << flash3_test::no_sm90_reason();
-  ReferenceProblem p;
-  p.batch = 2;
-  p.seqlen_q = 1536;  // 24 query blocks, each summed over up to 12 key blocks: plenty of chances to reorder
-  p.seqlen_k = 1536;
-  p.heads = 4;
-  p.heads_k = 2;
-  p.head_dim = GetParam().first;
-  p.head_dim_v = GetParam().first;
-  set_mask(&p, GetParam().second);
-  const Precision dt = Precision::kBFloat16;
-  const Inputs in = make_inputs(p, dt, flash3_test::seed_from("deterministic"));
+  const Inputs in = make_inputs(p, dt, flash3_test::seed_from(name));
   std::vector<Gradients> g;
   std::string unsupported;
   constexpr int kRuns = 8;
@@ -484,20 +476,89 @@ TEST_P(FlashBackwardDeterministic, BitwiseIdenticalRuns) {
     EXPECT_TRUE(g[r].dk_bits == g[0].dk_bits) << "dk differs between run 0 and run " << r;
     EXPECT_TRUE(g[r].dv_bits == g[0].dv_bits) << "dv differs between run 0 and run " << r;
   }
+  if (check_reference) {
+    check_gradients(p, dt, in, g[0]);
+    return;
+  }
   // The same gradients as the default mode up to summation order (the default mode is checked against the
   // reference by the other suites; a CPU reference at this size would dominate the test time).
   std::vector<Gradients> fast;
   ASSERT_TRUE(run_backward(p, dt, in, false, 1, &fast, &unsupported));
   ASSERT_EQ(fast.size(), 1u);
-  for (auto [a, b, name] : {std::make_tuple(&g[0].dq, &fast[0].dq, "dq"), std::make_tuple(&g[0].dk, &fast[0].dk, "dk"),
+  for (auto [a, b, grad] : {std::make_tuple(&g[0].dq, &fast[0].dq, "dq"),
+                            std::make_tuple(&g[0].dk, &fast[0].dk, "dk"),
                             std::make_tuple(&g[0].dv, &fast[0].dv, "dv")}) {
     double diff = 0, mag = 0;
     for (size_t i = 0; i < a->size(); ++i) {
-      ASSERT_TRUE(std::isfinite((*a)[i])) << name << "[" << i << "]";
+      ASSERT_TRUE(std::isfinite((*a)[i])) << grad << "[" << i << "]";
       diff = std::max(diff, std::abs((*a)[i] - (*b)[i]));
       mag = std::max(mag, std::abs((*b)[i]));
     }
-    EXPECT_LE(diff, 4 * flash3::ref::unit_roundoff(dt) * mag) << name << ": deterministic vs default mode";
+    EXPECT_LE(diff, 4 * flash3::ref::unit_roundoff(dt) * mag) << grad << ": deterministic vs default mode";
+  }
+}
+
+class FlashBackwardDeterministic : public ::testing::TestWithParam<std::pair<int, Mask>> {};
+
+TEST_P(FlashBackwardDeterministic, BitwiseIdenticalRuns) {
+  ReferenceProblem p;
+  p.batch = 2;
+  p.seqlen_q = 1536;  // 24 query blocks, each summed over up to 12 key blocks: plenty of chances to reorder
+  p.seqlen_k = 1536;
+  p.heads = 4;
+  p.heads_k = 2;
+  p.head_dim = GetParam().first;
+  p.head_dim_v = GetParam().first;
+  set_mask(&p, GetParam().second);
+  check_deterministic(p, Precision::kBFloat16, "deterministic", false);
+}
+
+// Varlen in deterministic mode: the order of the additions follows each sequence's own lengths and mask (empty
+// sequences, sequences without keys or queries, seqused), against the CPU reference; both tilings.
+TEST(FlashBackwardDeterministicShapes, VarlenMatchesReference) {
+  for (int d : {128, 256}) {
+    for (Mask m : {Mask::kNone, Mask::kCausal, Mask::kWindow}) {
+      ReferenceProblem p;
+      p.batch = 5;
+      p.heads = 4;
+      p.heads_k = 2;
+      p.head_dim = d;
+      p.head_dim_v = d;
+      p.cu_seqlens_q = {0, 0, 37, 37, 437, 600};
+      p.cu_seqlens_k = {0, 5, 5, 90, 690, 861};
+      p.seqused_q = {0, 30, 0, 350, 163};
+      p.seqused_k = {3, 0, 80, 599, 120};
+      set_mask(&p, m);
+      check_deterministic(p, Precision::kBFloat16, "det_varlen_hd" + std::to_string(d) + "_" + mask_name(m), true);
+      if (HasFatalFailure()) return;
+    }
+  }
+}
+
+// Unequal lengths (several key blocks per query block and the reverse, bottom-right masks), and heads with more key
+// blocks than an H100 runs CTAs at once (132), so the summation order spans several chunks of co-resident CTAs.
+TEST(FlashBackwardDeterministicShapes, UnequalLengthsAndManyKeyBlocks) {
+  struct Case {
+    int d, sq, sk;
+    Mask mask;
+  };
+  for (Case c : {Case{64, 1000, 3000, Mask::kWindow}, Case{128, 3000, 700, Mask::kCausal},
+                 Case{128, 256, 17000, Mask::kNone}, Case{256, 512, 9000, Mask::kNone},
+                 Case{256, 600, 9000, Mask::kCausal}}) {
+    ReferenceProblem p;
+    p.batch = 1;
+    p.seqlen_q = c.sq;
+    p.seqlen_k = c.sk;
+    p.heads = 2;
+    p.heads_k = 1;
+    p.head_dim = c.d;
+    p.head_dim_v = c.d;
+    set_mask(&p, c.mask);
+    check_deterministic(p, Precision::kBFloat16,
+                        "det_hd" + std::to_string(c.d) + "_" + std::to_string(c.sq) + "x" + std::to_string(c.sk) +
+                            "_" + mask_name(c.mask),
+                        false);
+    if (HasFatalFailure()) return;
   }
 }
 
