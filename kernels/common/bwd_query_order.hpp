@@ -79,9 +79,12 @@ struct BwdQueryOrder {
     num_steps = m_end - m_begin;
     if (deterministic && num_steps > 0) {
       // Start at the diagonal when the range holds it, else at the range's start: either way the slots of the
-      // visited blocks then increase along the walk (what the progress argument needs).
+      // visited blocks then increase along the walk (what the progress argument needs). With chunks of one CTA
+      // (FLASH3_DETERMINISTIC_CHUNK_CTAS=1: no co-residency assumed) every key block adds after all those launched
+      // before it, whatever the walk; a staggered start would then make CTAs wait on blocks the earlier ones reach
+      // last (measured 22x slower, full mask), so the walk stays ascending, the wavefront of the plain order.
       int const start = diagonal(n_block);
-      first = start >= m_begin && start < m_end ? start - m_begin : 0;
+      first = chunk_width > 1 && start >= m_begin && start < m_end ? start - m_begin : 0;
       // Chunks of chunk_width consecutive launches: launch ranks [c w, (c + 1) w) are key blocks (N - (c + 1) w,
       // N - c w].
       int const rank = num_key_blocks() - 1 - n_block;
