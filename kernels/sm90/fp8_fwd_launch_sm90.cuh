@@ -5,11 +5,9 @@
 #include <cuda_runtime_api.h>
 
 #include <cute/tensor.hpp>
-#include <string>
 
-#include "flash3/types.hpp"
 #include "kernels/common/fwd_params.hpp"
-#include "kernels/common/launch_helpers.hpp"
+#include "kernels/sm90/fwd_launch_common.cuh"
 #include "kernels/sm90/fp8_fwd_kernel_sm90.hpp"
 
 namespace flash3 {
@@ -48,28 +46,8 @@ void run_fp8_fwd_sm90(FwdParams const& p, cudaStream_t stream) {
   params.tma_v = make_tma_copy(SM90_TMA_LOAD{}, mV, take<0, 2>(typename Traits::SmemLayoutVraw{}),
                                Shape<typename Traits::BlockN, typename Traits::HeadDimV>{}, _1{});
 
-  int const num_m_blocks = (p.seqlen_q + Traits::kBlockM - 1) / Traits::kBlockM;
-  params.order = {num_m_blocks, p.num_heads, p.batch};
-  int const num_tiles = params.order.num_tiles();
-  if (num_tiles == 0) { return; }
-  int const grid = num_tiles < p.num_sms ? num_tiles : p.num_sms;
-
-  auto kernel = &fp8_fwd_kernel_sm90<Kernel>;
-  constexpr int kSmemBytes = Traits::kSharedStorageBytes;
-  cudaError_t err = ensure_dynamic_smem<Kernel>(kernel, kSmemBytes);
-  if constexpr (kHasLocal) {
-    if (err == cudaSuccess) {
-      err = prepare_tile_counter(p.tile_counter, num_tiles, grid, stream, &params.walk.counter);
-    }
-  }
-  if (err == cudaSuccess) {
-    kernel<<<grid, Traits::kNumThreads, kSmemBytes, stream>>>(params);
-    err = cudaGetLastError();
-  }
-  if (err != cudaSuccess) {
-    throw Error(Status::kCudaError,
-                std::string("flash3::forward (FP8): kernel launch failed: ") + cudaGetErrorString(err));
-  }
+  launch_persistent_forward<Traits, Kernel>(&fp8_fwd_kernel_sm90<Kernel>, params, p, stream,
+                                            "flash3::forward (FP8)");
 }
 
 }  // namespace flash3

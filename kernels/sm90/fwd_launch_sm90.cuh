@@ -1,15 +1,13 @@
-// Host side of one sm90 forward variant: TMA descriptors, shared-memory attribute, persistent grid, launch.
+// Host side of one sm90 forward variant: its TMA descriptors; the launch itself is launch_persistent_forward.
 // Included by the generated kernel files (one variant each).
 #pragma once
 
 #include <cuda_runtime_api.h>
 
 #include <cute/tensor.hpp>
-#include <string>
 
-#include "flash3/types.hpp"
 #include "kernels/common/fwd_params.hpp"
-#include "kernels/common/launch_helpers.hpp"
+#include "kernels/sm90/fwd_launch_common.cuh"
 #include "kernels/sm90/fwd_kernel_sm90.hpp"
 
 namespace flash3 {
@@ -51,28 +49,7 @@ void run_fwd_sm90(FwdParams const& p, cudaStream_t stream) {
   params.tma_v = make_tma_copy(SM90_TMA_LOAD{}, mVt, take<0, 2>(typename Traits::SmemLayoutVt{}),
                                Shape<typename Traits::HeadDimV, typename Traits::BlockN>{}, _1{});
 
-  int const num_m_blocks = (p.seqlen_q + Traits::kBlockM - 1) / Traits::kBlockM;
-  params.order = {num_m_blocks, p.num_heads, p.batch};
-  int const num_tiles = params.order.num_tiles();
-  if (num_tiles == 0) { return; }
-  int const grid = num_tiles < p.num_sms ? num_tiles : p.num_sms;
-
-  auto kernel = &fwd_kernel_sm90<Kernel>;
-  constexpr int kSmemBytes = Traits::kSharedStorageBytes;
-  cudaError_t err = ensure_dynamic_smem<Kernel>(kernel, kSmemBytes);
-  if constexpr (kHasLocal) {
-    // The dynamic walk's counter lives in the caller's workspace (forward_workspace_size).
-    if (err == cudaSuccess) {
-      err = prepare_tile_counter(p.tile_counter, num_tiles, grid, stream, &params.walk.counter);
-    }
-  }
-  if (err == cudaSuccess) {
-    kernel<<<grid, Traits::kNumThreads, kSmemBytes, stream>>>(params);
-    err = cudaGetLastError();
-  }
-  if (err != cudaSuccess) {
-    throw Error(Status::kCudaError, std::string("flash3::forward: kernel launch failed: ") + cudaGetErrorString(err));
-  }
+  launch_persistent_forward<Traits, Kernel>(&fwd_kernel_sm90<Kernel>, params, p, stream, "flash3::forward");
 }
 
 }  // namespace flash3
