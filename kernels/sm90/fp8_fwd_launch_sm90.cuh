@@ -1,4 +1,4 @@
-// Host side of one sm90 FP8 forward variant: TMA descriptors, shared-memory attribute, persistent grid, launch.
+// Host side of one sm90 FP8 forward variant: its TMA descriptors; the launch itself is launch_persistent_forward.
 // Included by the generated FP8 kernel files (one variant each).
 #pragma once
 
