@@ -9,10 +9,13 @@
 // chunk of V^T holds key sigma(p) = 8 * ((p / 2) % 2) + 2 * (p / 4) + p % 2. Then (P Pi)(Pi^T V) = P V, and O's
 // columns (dv) are untouched.
 //
-// Transpose granule: one thread moves a 4 x 4-byte block: four 32-bit loads (keys sigma(4t + 0..3) of chunk c, 4
-// consecutive dv columns), eight byte permutes, four 32-bit stores (4 dv rows of V^T, the 4 key positions 4t..4t+3).
-// Lane = (a, t) with a = lane / 4: the key chunk is a ^ u and the dv group a + 8 w over the units (u, w), which keeps
-// the 32 lanes of a store, and of each load, on distinct banks for 128-byte swizzled rows (dv = 128, kBlockN = 128).
+// Transpose granule (after FA3 paper sec. 3.3: ldmatrix / stmatrix do the transpose): one warp step moves 16 keys x
+// 32 dv bytes (512 bytes) with one ldmatrix.x4.trans, four byte permutes and one stmatrix.x4. ldmatrix.trans on 16-bit
+// elements hands lane (a, t) = (lane / 4, lane % 4) the 2 x 2 byte block (keys 2t, 2t+1) x (dv 2a, 2a+1) of each 8-key
+// x 16-byte matrix; two such blocks (keys 0..7 and 8..15 of the chunk) permute into the words "dv row 2a, keys 2t,
+// 2t+1, 8+2t, 9+2t" and "dv row 2a+1, same keys", which are exactly positions 4t..4t+3 of sigma above; stmatrix then
+// writes lane (a, t)'s word as bytes 4t..4t+3 of the row whose address lane 8m + a gives. The previous granule (4 x
+// 4-byte blocks through 32-bit loads and stores) took ~45 instructions per 512 bytes; this one takes ~10.
 #pragma once
 
 #include <cute/tensor.hpp>
@@ -113,110 +116,113 @@ CUTLASS_HOST_DEVICE int kmajor_swizzled_offset(int r, int c) {
 // Warps 1..3 of the producer warpgroup: V (keys, dv) in sVraw -> V^T (dv, keys) in sVt, for each key block the tile
 // visits, in the same order as the loads.
 //
-// Work: units (u, w) = (key chunk rotation, 32-column dv group), spread round-robin over the transposer warps; lane
-// (a, t) of unit (u, w) moves keys 16 chunk + 2t + {0, 1, 8, 9} (chunk = (a mod kChunks) ^ u) at dv columns
-// d0 = 4a + 32w .. d0 + 3. Every offset is a per-thread base (computed once per block) XOR a per-unit term (the chunk
-// field is XOR-linear in u, the column field in w) plus a per-unit term: one LOP3 per shared-memory access. The
-// first version evaluated the CuTe layouts in the loop (130 instructions a step; the transposer then paced the whole
-// kernel).
+// Work: units (c, g) = (16-key chunk, 32-byte dv group), spread round-robin over the transposer warps. In a unit:
+//   ldmatrix.x4.trans: lane l gives the address of key 16c + (l & 15) at dv bytes 32g + 16 (l >> 4) .. +15
+//     (matrices: keys 0-7 / 8-15 of the chunk x dv bytes 0-15 / 16-31 of the group);
+//   stmatrix.x4: lane l = 8m + j gives the address of V^T row 32g + 16 (m >> 1) + 2j + ((m & 1) ^ (j >> 2)) at key
+//     positions 16c .. 16c + 15. Matrix m's eight rows are then dv rows with distinct (row mod 8) - rows 0, 2, 4, 6,
+//     9, 11, 13, 15 for m = 0 - so the eight 16-byte row pieces of a matrix fall on distinct bank groups in the
+//     swizzled V^T (a plain "rows 2j" choice would put rows j and j + 4 on the same banks: two-way conflicts). Lane
+//     (a, t) feeds matrix 0 its dv row 2a + (a >> 2): a per-lane byte-permute selector picks that word.
+// Every offset is a per-lane base XOR a per-unit term plus a per-unit term (the swizzle is XOR-linear in the unit's
+// column bits, which do not overlap the base's row bits): one LOP3 and one add per shared-memory access.
 template <class Traits>
 struct Fp8VTransposer {
   using PipelineKV = typename Traits::PipelineKV;
   using PipelineVt = typename Traits::PipelineVt;
   using State = PipelineState<Traits::kStages>;
-  static constexpr int kChunks = Traits::kBlockN / 16;  // 16-key chunks per tile
-  static_assert(kChunks == 2 || kChunks == 4 || kChunks == 8, "kBlockN must be 32, 64 or 128");
-  static constexpr int kChunkMask = kChunks - 1;
-  static constexpr int kDvLoops = Traits::kHeadDimV / 32;  // w
-  static constexpr int kUnits = kChunks * kDvLoops;
+  static_assert(Traits::kBlockN % 16 == 0 && Traits::kHeadDimV % 32 == 0, "units are 16 keys x 32 dv bytes");
+  static constexpr int kChunks = Traits::kBlockN / 16;  // c
+  static constexpr int kDvGroups = Traits::kHeadDimV / 32;  // g
+  static constexpr int kUnits = kChunks * kDvGroups;
   static constexpr int kAtomRaw = kmajor_atom_bytes(Traits::kHeadDimV);  // sVraw: (kBlockN, dv)
   static constexpr int kAtomVt = kmajor_atom_bytes(Traits::kBlockN);     // sVt: (dv, kBlockN)
-  // One atom spans the keys of V^T, so a key position's offset inside its row needs no atom-column term.
-  static_assert(kAtomVt == Traits::kBlockN, "kBlockN must be 32, 64 or 128");
   static constexpr int kShiftRaw = kAtomRaw == 128 ? 0 : kAtomRaw == 64 ? 1 : 2;
   static constexpr int kShiftVt = kAtomVt == 128 ? 0 : kAtomVt == 64 ? 1 : 2;
-  static constexpr int kLoadChunkShift = kAtomRaw == 128 ? 11 : kAtomRaw == 64 ? 10 : 9;  // log2(16 * kAtomRaw)
-  static constexpr int kColGroups = kAtomRaw / 32;  // 32-column groups inside one atom column of sVraw
+  static constexpr int kColGroups = kAtomRaw / 32;  // 32-byte dv groups inside one atom column of sVraw
+  // Byte permutes: word for dv row 2a (keys 2t, 2t+1 from the first block, 8+2t, 9+2t from the second) and 2a + 1.
+  static constexpr uint32_t kSelEvenRow = 0x6420;
+  static constexpr uint32_t kSelOddRow = 0x7531;
 
   State state_raw;
   State state_vt;
 
-  // Per-thread offsets (bytes, inside one stage) of unit (u, w) = (0, 0): loads of keys key0 + {0, 1, 8, 9} at
-  // columns d0..d0+3 (sVraw), stores of rows d0 + {0, 1, 2, 3} at key positions p0..p0+3 (sVt).
-  CUTLASS_HOST_DEVICE static void thread_bases(int lane, uint32_t (&load)[4], uint32_t (&store)[4]) {
-    int const a = lane / 4;
-    int const t = lane % 4;
-    int const chunk = a & kChunkMask;
-    // Loads: row r = 16 chunk + 2t + e (e in {0, 1, 8, 9}): r >> 3 = 2 chunk + e / 8, r & 7 = 2t + e % 8; col 4a.
-    CUTLASS_PRAGMA_UNROLL
-    for (int e = 0; e < 4; ++e) {
-      int const rl = 2 * t + (e & 1);
-      load[e] = uint32_t(chunk * 16 * kAtomRaw + (e >> 1) * 8 * kAtomRaw + rl * kAtomRaw +
-                         ((4 * a) ^ ((rl >> kShiftRaw) << 4)));
-    }
-    // Stores: row r = 4a + i: r >> 3 = a / 2, r & 7 = 4 (a % 2) + i; column p0 = 16 chunk + 4t < kBlockN.
-    int const p0 = 16 * chunk + 4 * t;
-    CUTLASS_PRAGMA_UNROLL
-    for (int i = 0; i < 4; ++i) {
-      int const rl = 4 * (a & 1) + i;
-      store[i] = uint32_t((a >> 1) * 8 * kAtomVt + rl * kAtomVt + (p0 ^ ((rl >> kShiftVt) << 4)));
-    }
+  // Per-lane parts of the offsets (bytes inside one stage) for unit (0, 0).
+  CUTLASS_HOST_DEVICE static uint32_t load_base(int lane) {
+    int const row8 = lane & 7;  // key mod 8
+    return uint32_t(((lane & 15) >> 3) * 8 * kAtomRaw + row8 * kAtomRaw + ((16 * (lane >> 4)) ^ ((row8 >> kShiftRaw) << 4)));
   }
-  // Unit (u, w): the chunk field XORs with u; the column moves by 32 w (XOR inside an atom column, plus whole atom
-  // columns); V^T rows move by 32 w.
-  CUTLASS_HOST_DEVICE static uint32_t load_offset(uint32_t base, int u, int w) {
-    return (base ^ (uint32_t(u) << kLoadChunkShift) ^ uint32_t(32 * (w % kColGroups))) +
-           uint32_t((w / kColGroups) * Traits::kBlockN * kAtomRaw);
+  CUTLASS_HOST_DEVICE static int store_row(int lane) {  // V^T row (dv) inside the unit's 32 rows
+    int const m = lane >> 3, j = lane & 7;
+    return 16 * (m >> 1) + 2 * j + ((m & 1) ^ (j >> 2));
   }
-  CUTLASS_HOST_DEVICE static uint32_t store_offset(uint32_t base, int u, int w) {
-    return (base ^ (uint32_t(u) << 4)) + uint32_t(32 * w * kAtomVt);
+  CUTLASS_HOST_DEVICE static uint32_t store_base(int lane) {
+    int const row = store_row(lane);
+    return uint32_t((row >> 3) * 8 * kAtomVt + (row & 7) * kAtomVt + (((row & 7) >> kShiftVt) << 4));
+  }
+  CUTLASS_HOST_DEVICE static uint32_t load_offset(uint32_t base, int c, int g) {
+    return (base ^ uint32_t(32 * (g % kColGroups))) +
+           uint32_t(c * 16 * kAtomRaw + (g / kColGroups) * Traits::kBlockN * kAtomRaw);
+  }
+  CUTLASS_HOST_DEVICE static uint32_t store_offset(uint32_t base, int c, int g) {
+    return (base ^ uint32_t((16 * c) % kAtomVt)) +
+           uint32_t((16 * c / kAtomVt) * Traits::kHeadDimV * kAtomVt + 32 * g * kAtomVt);
+  }
+  // Lane (a, t)'s four stmatrix words from its four ldmatrix registers (r[0], r[1]: dv bytes 0-15 of the group, keys
+  // 0-7 / 8-15; r[2], r[3]: dv bytes 16-31). Matrix 0 gets dv row 2a for a < 4 and 2a + 1 for a >= 4, matrix 1 the
+  // other (see store_row).
+  CUTLASS_HOST_DEVICE static void permute(uint32_t const (&r)[4], int lane, uint32_t (&w)[4]) {
+    bool const upper = (lane >> 2) >= 4;
+    uint32_t const sel0 = upper ? kSelOddRow : kSelEvenRow;
+    uint32_t const sel1 = upper ? kSelEvenRow : kSelOddRow;
+    w[0] = byte_perm(r[0], r[1], sel0);
+    w[1] = byte_perm(r[0], r[1], sel1);
+    w[2] = byte_perm(r[2], r[3], sel0);
+    w[3] = byte_perm(r[2], r[3], sel1);
+  }
+  CUTLASS_HOST_DEVICE static uint32_t byte_perm(uint32_t x, uint32_t y, uint32_t sel) {
+#if defined(__CUDA_ARCH__)
+    return __byte_perm(x, y, sel);
+#else
+    uint64_t const both = (uint64_t(y) << 32) | x;
+    uint32_t out = 0;
+    for (int i = 0; i < 4; ++i) { out |= uint32_t((both >> (8 * ((sel >> (4 * i)) & 7))) & 0xff) << (8 * i); }
+    return out;
+#endif
   }
 
-  CUTLASS_DEVICE static uint32_t ld_shared_u32(uint32_t addr) {
-    uint32_t v;
-    asm volatile("ld.shared.u32 %0, [%1];" : "=r"(v) : "r"(addr));
-    return v;
+  CUTLASS_DEVICE static void ldmatrix_x4_trans(uint32_t addr, uint32_t (&r)[4]) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
   }
-  CUTLASS_DEVICE static void st_shared_u32(uint32_t addr, uint32_t v) {
-    asm volatile("st.shared.u32 [%0], %1;" ::"r"(addr), "r"(v));
+  CUTLASS_DEVICE static void stmatrix_x4(uint32_t addr, uint32_t const (&w)[4]) {
+    asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1, %2, %3, %4};" ::"r"(addr), "r"(w[0]),
+                 "r"(w[1]), "r"(w[2]), "r"(w[3]));
   }
 
   // transpose_warp: 0 .. kNumTransposeWarps - 1.
   CUTLASS_DEVICE void transpose_block(typename Traits::SharedStorage& smem, PipelineKV const& pipeline_raw,
                                       PipelineVt const& pipeline_vt, int transpose_warp, int lane) {
     using namespace cute;
-    uint32_t ld_base[4], st_base[4];
-    thread_bases(lane, ld_base, st_base);
+    uint32_t const ld_base = load_base(lane);
+    uint32_t const st_base = store_base(lane);
     pipeline_raw.consumer_wait(state_raw);
     pipeline_vt.writer_acquire(state_vt);
     // Stages are compact, kBlockN * dv bytes apart.
-    uint32_t const raw_base = cast_smem_ptr_to_uint(smem.v_raw.data()) +
-                              uint32_t(state_raw.index * Traits::kBlockN * Traits::kHeadDimV);
-    uint32_t const vt_base = cast_smem_ptr_to_uint(smem.vt.data()) +
-                             uint32_t(state_vt.index * Traits::kBlockN * Traits::kHeadDimV);
-    // A run-time loop: unrolled, the compiler hoisted every unit's 8 offsets above the loads and spilled 620 bytes in
-    // the producer's 40 registers. Per unit, the XOR and add terms are computed once and shared by the 8 accesses.
-    CUTE_NO_UNROLL
+    uint32_t const raw_stage = cast_smem_ptr_to_uint(smem.v_raw.data()) +
+                               uint32_t(state_raw.index * Traits::kBlockN * Traits::kHeadDimV);
+    uint32_t const vt_stage = cast_smem_ptr_to_uint(smem.vt.data()) +
+                              uint32_t(state_vt.index * Traits::kBlockN * Traits::kHeadDimV);
+    // Two steps in flight per warp: a step is a dependent ldmatrix -> permute -> stmatrix chain.
+#pragma unroll 2
     for (int unit = transpose_warp; unit < kUnits; unit += Traits::kNumTransposeWarps) {
-      int const u = unit % kChunks;
-      int const w = unit / kChunks;
-      uint32_t const ld_xor = load_offset(0u, u, w) - uint32_t((w / kColGroups) * Traits::kBlockN * kAtomRaw);
-      uint32_t const ld_add = raw_base + uint32_t((w / kColGroups) * Traits::kBlockN * kAtomRaw);
-      uint32_t const st_xor = uint32_t(u) << 4;
-      uint32_t const st_add = vt_base + uint32_t(32 * w * kAtomVt);
-      uint32_t const r0 = ld_shared_u32(ld_add + (ld_base[0] ^ ld_xor));
-      uint32_t const r1 = ld_shared_u32(ld_add + (ld_base[1] ^ ld_xor));
-      uint32_t const r2 = ld_shared_u32(ld_add + (ld_base[2] ^ ld_xor));
-      uint32_t const r3 = ld_shared_u32(ld_add + (ld_base[3] ^ ld_xor));
-      // Byte i of output word j is byte j of r_i.
-      uint32_t const lo01 = __byte_perm(r0, r1, 0x5140);  // r0.b0 r1.b0 r0.b1 r1.b1
-      uint32_t const hi01 = __byte_perm(r0, r1, 0x7362);  // r0.b2 r1.b2 r0.b3 r1.b3
-      uint32_t const lo23 = __byte_perm(r2, r3, 0x5140);
-      uint32_t const hi23 = __byte_perm(r2, r3, 0x7362);
-      st_shared_u32(st_add + (st_base[0] ^ st_xor), __byte_perm(lo01, lo23, 0x5410));
-      st_shared_u32(st_add + (st_base[1] ^ st_xor), __byte_perm(lo01, lo23, 0x7632));
-      st_shared_u32(st_add + (st_base[2] ^ st_xor), __byte_perm(hi01, hi23, 0x5410));
-      st_shared_u32(st_add + (st_base[3] ^ st_xor), __byte_perm(hi01, hi23, 0x7632));
+      int const c = unit % kChunks;
+      int const g = unit / kChunks;
+      uint32_t r[4], w[4];
+      ldmatrix_x4_trans(raw_stage + load_offset(ld_base, c, g), r);
+      permute(r, lane, w);
+      stmatrix_x4(vt_stage + store_offset(st_base, c, g), w);
     }
     // The WGMMAs read sVt through the async proxy: make the generic-proxy stores visible to it before signalling.
     cutlass::arch::fence_view_async_shared();

@@ -16,8 +16,9 @@
 //   Fp8Forward.Varlen      packed sequences, an empty one and one without keys
 //   Fp8Forward.HighLevel*  fp8_forward on fp16/bf16 inputs with each technique on and off
 //   Fp8Validation.*        argument errors (no GPU needed)
-//   Fp8Transpose.*         the V transposer's hand-written shared-memory offsets against the CuTe layouts, and that
-//                          its lanes and steps cover every byte of the tile once (no GPU needed)
+//   Fp8Transpose.*         the V transposer emulated on the host (ldmatrix / stmatrix semantics, its hand-written
+//                          offsets against the CuTe layouts): V^T in the permuted key order, every byte written once,
+//                          no bank conflicts (no GPU needed)
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -579,44 +580,103 @@ TEST(Fp8Validation, HostE4m3RoundTrip) {
 
 // ---- the V transposer's addressing (host only) ---------------------------------------------------------------
 
+// Emulates a whole V tile through the transposer on the host: ldmatrix.x4.trans and stmatrix.x4 as the PTX ISA
+// defines them (m8n8, 16-bit elements; matrix m's row i at the address lane 8m + i gives; lane l holds elements
+// (l / 4, 2 (l % 4) .. +1) of each matrix, of its transpose with .trans), the unit walk of every transposer warp, and
+// the shared-memory offsets through the CuTe layouts of sVraw / sVt. V^T must then hold, at key position p of each
+// 16-key chunk, key sigma(p) = 8 ((p / 2) % 2) + 2 (p / 4) + p % 2, and every V^T byte must be written exactly once.
 template <int kD>
-void check_transpose_addresses() {
+void check_transpose_emulated() {
   using Traits = flash3::Fp8FwdTraitsSm90<kD, false, false>;
   using Transposer = flash3::Fp8VTransposer<Traits>;
-  auto raw = cute::take<0, 2>(typename Traits::SmemLayoutVraw{});  // (keys, dv)
-  auto vt = cute::take<0, 2>(typename Traits::SmemLayoutVt{});     // (dv, keys)
+  auto raw = cute::take<0, 2>(typename Traits::SmemLayoutVraw{});  // (keys, dv) -> byte offset
+  auto vt = cute::take<0, 2>(typename Traits::SmemLayoutVt{});     // (dv, keys) -> byte offset
   constexpr int kN = Traits::kBlockN, kDv = Traits::kHeadDimV;
-  std::vector<int> loaded(kN * kDv / 4, 0), stored(kN * kDv / 4, 0);
-  const int key_of[4] = {0, 1, 8, 9};
-  int mismatches = 0;
-  for (int unit = 0; unit < Transposer::kUnits; ++unit) {
-    const int u = unit % Transposer::kChunks, w = unit / Transposer::kChunks;
-    for (int lane = 0; lane < 32; ++lane) {
-      uint32_t ld[4], st[4];
-      Transposer::thread_bases(lane, ld, st);
-      const int a = lane / 4, t = lane % 4;
-      const int chunk = (a & Transposer::kChunkMask) ^ u, d0 = 4 * a + 32 * w, p0 = 16 * chunk + 4 * t;
-      for (int e = 0; e < 4; ++e) {
-        const int key = 16 * chunk + 2 * t + key_of[e];
-        mismatches += int(Transposer::load_offset(ld[e], u, w)) != int(raw(key, d0));
-        ++loaded[key * (kDv / 4) + d0 / 4];
+  std::vector<uint8_t> smem_raw(kN * kDv), smem_vt(kN * kDv, 0);
+  std::vector<int> writes(kN * kDv, 0);
+  std::mt19937 rng(kD);
+  std::vector<uint8_t> v(kN * kDv);  // logical V (key, dv)
+  for (auto& x : v) x = uint8_t(rng());
+  for (int key = 0; key < kN; ++key)
+    for (int d = 0; d < kDv; ++d) smem_raw[int(raw(key, d))] = v[key * kDv + d];
+
+  int misaligned = 0;
+  for (int warp = 0; warp < Traits::kNumTransposeWarps; ++warp) {
+    for (int unit = warp; unit < Transposer::kUnits; unit += Traits::kNumTransposeWarps) {
+      const int c = unit % Transposer::kChunks, g = unit / Transposer::kChunks;
+      // ldmatrix.x4.trans: row addresses from each lane, then the fragments.
+      uint32_t ld_addr[32], st_addr[32], regs[32][4], words[32][4];
+      for (int lane = 0; lane < 32; ++lane) {
+        ld_addr[lane] = Transposer::load_offset(Transposer::load_base(lane), c, g);
+        st_addr[lane] = Transposer::store_offset(Transposer::store_base(lane), c, g);
+        misaligned += int(ld_addr[lane] % 16 != 0) + int(st_addr[lane] % 16 != 0);
+        ASSERT_LE(ld_addr[lane] + 16, uint32_t(kN * kDv)) << "hd" << kD;
+        ASSERT_LE(st_addr[lane] + 16, uint32_t(kN * kDv)) << "hd" << kD;
       }
-      for (int i = 0; i < 4; ++i) {
-        mismatches += int(Transposer::store_offset(st[i], u, w)) != int(vt(d0 + i, p0));
-        ++stored[(d0 + i) * (kN / 4) + p0 / 4];
+      auto elem16 = [&](uint32_t row_addr, int e) {  // 16-bit element e of a 16-byte row, little-endian
+        return uint32_t(smem_raw[row_addr + 2 * e]) | (uint32_t(smem_raw[row_addr + 2 * e + 1]) << 8);
+      };
+      for (int lane = 0; lane < 32; ++lane) {
+        const int a = lane / 4, t = lane % 4;
+        for (int m = 0; m < 4; ++m) {
+          // Transposed fragment: elements (2t, a) and (2t + 1, a) of matrix m (rows = the addressed rows).
+          regs[lane][m] = elem16(ld_addr[8 * m + 2 * t], a) |
+                          (elem16(ld_addr[8 * m + 2 * t + 1], a) << 16);
+        }
+        Transposer::permute(regs[lane], lane, words[lane]);
+      }
+      // stmatrix.x4: lane (a, t)'s word m is bytes 4t .. 4t + 3 of matrix m's row a.
+      for (int lane = 0; lane < 32; ++lane) {
+        const int a = lane / 4, t = lane % 4;
+        for (int m = 0; m < 4; ++m) {
+          const uint32_t row_addr = st_addr[8 * m + a];
+          for (int b = 0; b < 4; ++b) {
+            smem_vt[row_addr + 4 * t + b] = uint8_t(words[lane][m] >> (8 * b));
+            ++writes[row_addr + 4 * t + b];
+          }
+        }
       }
     }
   }
-  EXPECT_EQ(mismatches, 0) << "hd" << kD;
-  // Every word of V is read once and every word of V^T written once (over all units, i.e. all transposer warps).
-  for (int x : loaded) EXPECT_EQ(x, 1) << "hd" << kD << ": a V word loaded " << x << " times";
-  for (int x : stored) EXPECT_EQ(x, 1) << "hd" << kD << ": a V^T word stored " << x << " times";
+  EXPECT_EQ(misaligned, 0) << "hd" << kD << ": ldmatrix / stmatrix rows must be 16-byte aligned";
+  for (int x : writes) ASSERT_EQ(x, 1) << "hd" << kD << ": a V^T byte written " << x << " times";
+  int wrong = 0;
+  for (int d = 0; d < kDv; ++d)
+    for (int pos = 0; pos < kN; ++pos) {
+      const int p = pos % 16;
+      const int key = 16 * (pos / 16) + 8 * ((p / 2) % 2) + 2 * (p / 4) + p % 2;
+      wrong += int(smem_vt[int(vt(d, pos))] != v[key * kDv + d]);
+    }
+  EXPECT_EQ(wrong, 0) << "hd" << kD << ": V^T bytes that do not hold V[sigma(p)][d]";
 }
 
-TEST(Fp8Transpose, OffsetsMatchCuteLayoutsAndCoverTheTile) {
-  check_transpose_addresses<64>();
-  check_transpose_addresses<128>();
-  check_transpose_addresses<256>();
+// Bank conflicts: the eight 16-byte rows of each ldmatrix / stmatrix matrix should cover the 32 banks once.
+template <int kD>
+void check_transpose_banks() {
+  using Traits = flash3::Fp8FwdTraitsSm90<kD, false, false>;
+  using Transposer = flash3::Fp8VTransposer<Traits>;
+  int conflicted = 0;
+  for (int unit = 0; unit < Transposer::kUnits; ++unit) {
+    const int c = unit % Transposer::kChunks, g = unit / Transposer::kChunks;
+    for (int m = 0; m < 4; ++m) {
+      unsigned ld_groups = 0, st_groups = 0;  // 16-byte bank groups (8 per 128 bytes)
+      for (int i = 0; i < 8; ++i) {
+        ld_groups |= 1u << ((Transposer::load_offset(Transposer::load_base(8 * m + i), c, g) / 16) % 8);
+        st_groups |= 1u << ((Transposer::store_offset(Transposer::store_base(8 * m + i), c, g) / 16) % 8);
+      }
+      conflicted += int(ld_groups != 0xff) + int(st_groups != 0xff);
+    }
+  }
+  EXPECT_EQ(conflicted, 0) << "hd" << kD << ": matrices whose rows share shared-memory banks";
+}
+
+TEST(Fp8Transpose, EmulatedTileHoldsPermutedVTransposeAndIsConflictFree) {
+  check_transpose_emulated<64>();
+  check_transpose_emulated<128>();
+  check_transpose_emulated<256>();
+  check_transpose_banks<64>();
+  check_transpose_banks<128>();
+  check_transpose_banks<256>();
 }
 
 }  // namespace
