@@ -106,6 +106,22 @@ struct Fp8OnlineSoftmax {
   }
 };
 
+// Diagnostic only (default off; build with -DFLASH3_FP8_TIMELINE): per-trip clock stamps of the first tile of CTA 0,
+// printed by each consumer warpgroup's first thread for key blocks 20..27. Marks: 0 trip start, 1 K and V^T landed,
+// 2 turn taken, 3 S ready, 4 softmax done, 5 P V done, 6 O rescaled and P packed.
+#if defined(FLASH3_FP8_TIMELINE)
+#define FLASH3_TIMELINE_MARK(i) stamp[i] = clock64()
+#define FLASH3_TIMELINE_PRINT(n)                                                                                      \
+  if (blockIdx.x == 0 && threadIdx.x % 128 == 0 && timeline_tile && (n) >= 20 && (n) < 28) {                         \
+    printf("TL wg %d n %d : %lld %lld %lld %lld %lld %lld %lld\n", int(threadIdx.x / 128) - 1, int(n),              \
+           stamp[0] - timeline_base, stamp[1] - timeline_base, stamp[2] - timeline_base, stamp[3] - timeline_base,   \
+           stamp[4] - timeline_base, stamp[5] - timeline_base, stamp[6] - timeline_base);                            \
+  }
+#else
+#define FLASH3_TIMELINE_MARK(i)
+#define FLASH3_TIMELINE_PRINT(n)
+#endif
+
 template <class Traits>
 struct MainloopFwdSm90Fp8Mma {
   using Element = typename Traits::Element;
@@ -202,6 +218,11 @@ struct MainloopFwdSm90Fp8Mma {
 
     cutlass::arch::ClusterTransactionBarrier::wait(&smem.q_full, phase_q);
     phase_q ^= 1;
+#if defined(FLASH3_FP8_TIMELINE)
+    long long stamp[7];
+    long long const timeline_base = clock64();
+    bool const timeline_tile = tile.m_block == 0 && tile.head == 0 && tile.batch == 0;
+#endif
 
     int n_block = trips.n_end - 1;
     float correction[kRowsPerThread];
@@ -228,21 +249,29 @@ struct MainloopFwdSm90Fp8Mma {
       float const v_cur = v_scale(n_block);
       State const state_prev = state_kv;
       state_kv.advance();
+      FLASH3_TIMELINE_MARK(0);
       pipeline_k.consumer_wait(state_kv);
       pipeline_vt.consumer_wait(state_prev);
+      FLASH3_TIMELINE_MARK(1);
       begin_issue();
+      FLASH3_TIMELINE_MARK(2);
       wgmma_gemm<true>(mma_qk, tSrQ, tSrK(_, _, _, state_kv.index), tSrS);
       wgmma_gemm<false>(mma_pv, tOrP, tOrV(_, _, _, state_prev.index), tOrO);
       end_issue();
       warpgroup_wait<1>();
+      FLASH3_TIMELINE_MARK(3);
       pipeline_k.consumer_release(state_kv, is_wg_leader);
       score_transform(tSrS_rc, n_block, needs_mask);
       softmax.template step<false>(tSrS_rc, c, correction);
+      FLASH3_TIMELINE_MARK(4);
       warpgroup_wait_after<0>(softmax.row_sum[kRowsPerThread - 1]);
+      FLASH3_TIMELINE_MARK(5);
       pipeline_vt.consumer_release(state_prev, is_wg_leader);
       rescale_o(correction, v_prev / v_cur);
       v_prev = v_cur;
       store_p();
+      FLASH3_TIMELINE_MARK(6);
+      FLASH3_TIMELINE_PRINT(n_block);
     };
 
     --n_block;
