@@ -221,7 +221,7 @@ struct MainloopFwdSm90Fp8Mma {
 #if defined(FLASH3_FP8_TIMELINE)
     long long stamp[7];
     long long const timeline_base = clock64();
-    bool const timeline_tile = tile.m_block == 0 && tile.head == 0 && tile.batch == 0;
+    bool const timeline_tile = tile.head == 0 && tile.batch == 0;  // with blockIdx.x == 0: its first tile
 #endif
 
     int n_block = trips.n_end - 1;
