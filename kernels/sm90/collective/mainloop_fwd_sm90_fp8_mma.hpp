@@ -107,19 +107,28 @@ struct Fp8OnlineSoftmax {
 };
 
 // Diagnostic only (default off; build with -DFLASH3_FP8_TIMELINE): per-trip clock stamps of the first tile of CTA 0,
-// printed by each consumer warpgroup's first thread for key blocks 20..27. Marks: 0 trip start, 1 K and V^T landed,
-// 2 turn taken, 3 S ready, 4 softmax done, 5 P V done, 6 O rescaled and P packed.
+// stored by each consumer warpgroup's first thread for key blocks 20..27 and printed after the tile (a printf inside
+// the loop costs ~50k cycles). Marks: 0 trip start, 1 K and V^T landed, 2 turn taken, 3 S ready, 4 softmax done,
+// 5 P V done, 6 O rescaled and P packed.
 #if defined(FLASH3_FP8_TIMELINE)
+__device__ long long g_fp8_timeline[2][8][7];  // (warpgroup, key block 20..27, mark); printed after the tile
 #define FLASH3_TIMELINE_MARK(i) stamp[i] = clock64()
 #define FLASH3_TIMELINE_PRINT(n)                                                                                      \
   if (blockIdx.x == 0 && threadIdx.x % 128 == 0 && timeline_tile && (n) >= 20 && (n) < 28) {                         \
-    printf("TL wg %d n %d : %lld %lld %lld %lld %lld %lld %lld\n", int(threadIdx.x / 128) - 1, int(n),              \
-           stamp[0] - timeline_base, stamp[1] - timeline_base, stamp[2] - timeline_base, stamp[3] - timeline_base,   \
-           stamp[4] - timeline_base, stamp[5] - timeline_base, stamp[6] - timeline_base);                            \
+    for (int i_ = 0; i_ < 7; ++i_) { g_fp8_timeline[threadIdx.x / 128 - 1][(n) - 20][i_] = stamp[i_] - timeline_base; } \
+  }
+#define FLASH3_TIMELINE_DUMP()                                                                                        \
+  if (blockIdx.x == 0 && threadIdx.x % 128 == 0 && timeline_tile) {                                                  \
+    for (int n_ = 27; n_ >= 20; --n_) {                                                                               \
+      long long const* t_ = g_fp8_timeline[threadIdx.x / 128 - 1][n_ - 20];                                           \
+      printf("TL wg %d n %d : %lld %lld %lld %lld %lld %lld %lld\n", int(threadIdx.x / 128) - 1, n_, t_[0], t_[1],   \
+             t_[2], t_[3], t_[4], t_[5], t_[6]);                                                                      \
+    }                                                                                                                 \
   }
 #else
 #define FLASH3_TIMELINE_MARK(i)
 #define FLASH3_TIMELINE_PRINT(n)
+#define FLASH3_TIMELINE_DUMP()
 #endif
 
 template <class Traits>
@@ -289,6 +298,7 @@ struct MainloopFwdSm90Fp8Mma {
     pipeline_vt.consumer_release(state_kv, is_wg_leader);
     state_kv.advance();
     *v_scale_out = v_prev;
+    FLASH3_TIMELINE_DUMP();
   }
 };
 
