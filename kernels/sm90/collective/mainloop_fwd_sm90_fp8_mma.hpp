@@ -27,10 +27,19 @@
 
 namespace flash3 {
 
-CUTLASS_DEVICE float fp8_descale(Fp8Descale const& d, int batch, int head, int block) {
-  if (d.ptr == nullptr) { return 1.f; }
-  return __ldg(d.ptr + batch * d.batch_stride + (head / d.head_group) * d.head_stride + block * d.block_stride);
-}
+// One (batch, head)'s descales over its blocks: the batch and head offsets (and the head-group division) once per
+// tile, so a key-block trip pays one load per factor (and nothing when the factor is absent).
+struct Fp8DescaleRow {
+  float const* ptr;  // null: no descale, the factor is 1
+  int64_t block_stride;
+  CUTLASS_DEVICE Fp8DescaleRow(Fp8Descale const& d, int batch, int head)
+      : ptr(d.ptr == nullptr ? nullptr
+                             : d.ptr + batch * d.batch_stride + int64_t(head / d.head_group) * d.head_stride),
+        block_stride(d.block_stride) {}
+  CUTLASS_DEVICE float operator()(int block) const {
+    return ptr == nullptr ? 1.f : __ldg(ptr + block * block_stride);
+  }
+};
 
 // Two fp32 values -> two e4m3 bytes (lo in the low byte), round to nearest, saturating.
 CUTLASS_DEVICE uint32_t pack_e4m3x2(float lo, float hi) {
@@ -174,16 +183,15 @@ struct MainloopFwdSm90Fp8Mma {
     Tensor tScS_rc = make_tensor(tScS.data(), accumulator_rowcol_layout(tScS.layout()));
     Tensor tOrO_rc = make_tensor(tOrO.data(), accumulator_rowcol_layout(tOrO.layout()));
     // P in e4m3 as the register A operand: ((4, 2, 2), 1, N/32), i.e. 4 registers per 32-key step.
+    // Two register sets for P, used alternately: trip n packs its P into one while the P V WGMMA issued in the same
+    // trip still reads the other (see trip below).
     Tensor tOrP = cute::make_tensor<Element>(partition_shape_A(mma_pv, TileShapeS{}));
+    Tensor tOrP_alt = make_fragment_like(tOrP);
     static_assert(decltype(size(tOrP))::value == decltype(size(tSrS))::value);
 
-    float const scale_log2_q = p.softmax_scale_log2 * fp8_descale(p.q_descale, tile.batch, tile.head, tile.m_block);
-    auto k_scale = [&](int n_block) CUTLASS_LAMBDA_FUNC_INLINE {
-      return fp8_descale(p.k_descale, tile.batch, head_k, n_block);
-    };
-    auto v_scale = [&](int n_block) CUTLASS_LAMBDA_FUNC_INLINE {
-      return fp8_descale(p.v_descale, tile.batch, head_k, n_block);
-    };
+    float const scale_log2_q = p.softmax_scale_log2 * Fp8DescaleRow(p.q_descale, tile.batch, tile.head)(tile.m_block);
+    Fp8DescaleRow const k_scale(p.k_descale, tile.batch, head_k);
+    Fp8DescaleRow const v_scale(p.v_descale, tile.batch, head_k);
 
     auto score_transform = [&](auto& s_rc, int n_block, auto needs_mask) CUTLASS_LAMBDA_FUNC_INLINE {
       if constexpr (decltype(needs_mask)::value) { mask.apply(s_rc, tScS_rc, tile.m_block, n_block); }
@@ -200,8 +208,8 @@ struct MainloopFwdSm90Fp8Mma {
     };
     // Accumulator value (c, h, g) (index c + 2h + 4g: column pair c of row half h in 8-key group g) -> A-operand
     // register (kb, h, q) of 32-key step kb holds groups g0 = 4 kb + 2 q and g0 + 1 of row half h.
-    auto store_p = [&]() CUTLASS_LAMBDA_FUNC_INLINE {
-      uint32_t* regs = reinterpret_cast<uint32_t*>(tOrP.data());
+    auto store_p = [&](auto& p_tensor) CUTLASS_LAMBDA_FUNC_INLINE {
+      uint32_t* regs = reinterpret_cast<uint32_t*>(p_tensor.data());
       CUTE_UNROLL
       for (int kb = 0; kb < Traits::kBlockN / 32; ++kb) {
         CUTE_UNROLL
@@ -250,10 +258,13 @@ struct MainloopFwdSm90Fp8Mma {
         score_transform(tSrS_rc, n_block, cute::false_type{});
       }
       softmax.template step<true>(tSrS_rc, c, correction);
-      store_p();
+      store_p(tOrP);
     }
 
-    auto trip = [&](int n_block, auto needs_mask) CUTLASS_LAMBDA_FUNC_INLINE {
+    // Trip n: S_n = Q K_n^T and O += P_{n+1} V_{n+1} (P_{n+1} in p_in), then the softmax of S_n packed into p_out
+    // before waiting for P V: in the softmax's basic block the e4m3 conversions interleave with its exps (a clock64
+    // timeline on the H100 put the pack + rescale after the wait at ~300 of a ~2850-cycle trip).
+    auto trip = [&](int n_block, auto needs_mask, auto& p_in, auto& p_out) CUTLASS_LAMBDA_FUNC_INLINE {
       float const c = scale_log2_q * k_scale(n_block);
       float const v_cur = v_scale(n_block);
       State const state_prev = state_kv;
@@ -265,7 +276,7 @@ struct MainloopFwdSm90Fp8Mma {
       begin_issue();
       FLASH3_TIMELINE_MARK(2);
       wgmma_gemm<true>(mma_qk, tSrQ, tSrK(_, _, _, state_kv.index), tSrS);
-      wgmma_gemm<false>(mma_pv, tOrP, tOrV(_, _, _, state_prev.index), tOrO);
+      wgmma_gemm<false>(mma_pv, p_in, tOrV(_, _, _, state_prev.index), tOrO);
       end_issue();
       warpgroup_wait<1>();
       FLASH3_TIMELINE_MARK(3);
@@ -276,27 +287,45 @@ struct MainloopFwdSm90Fp8Mma {
       score_transform(tSrS_rc, n_block, needs_mask);
       softmax.template step<false>(tSrS_rc, c, correction);
 #endif
+      store_p(p_out);
       FLASH3_TIMELINE_MARK(4);
       warpgroup_wait_after<0>(softmax.row_sum[kRowsPerThread - 1]);
+      warpgroup_fence_operand(p_in);  // p_in is read by the P V WGMMA up to the wait
       FLASH3_TIMELINE_MARK(5);
       pipeline_vt.consumer_release(state_prev, is_wg_leader);
-      rescale_o(correction, v_prev / v_cur);
+      rescale_o(correction, __fdividef(v_prev, v_cur));
       v_prev = v_cur;
-      store_p();
       FLASH3_TIMELINE_MARK(6);
       FLASH3_TIMELINE_PRINT(n_block);
     };
+    // The buffer roles alternate by trip; a branch per trip keeps each buffer in fixed registers (a register copy
+    // instead let ptxas merge the two sets and serialise every WGMMA of the kernel).
+    bool p_in_alt = false;
+    auto trip_alternating = [&](int n_block, auto needs_mask) CUTLASS_LAMBDA_FUNC_INLINE {
+      if (p_in_alt) {
+        trip(n_block, needs_mask, tOrP_alt, tOrP);
+      } else {
+        trip(n_block, needs_mask, tOrP, tOrP_alt);
+      }
+      p_in_alt = !p_in_alt;
+    };
 
     --n_block;
-    for (; n_block >= trips.n_masked_hi && n_block >= trips.n_begin; --n_block) { trip(n_block, cute::true_type{}); }
-    for (; n_block >= trips.n_masked_lo; --n_block) { trip(n_block, cute::false_type{}); }
-    for (; n_block >= trips.n_begin; --n_block) { trip(n_block, cute::true_type{}); }
+    for (; n_block >= trips.n_masked_hi && n_block >= trips.n_begin; --n_block) {
+      trip_alternating(n_block, cute::true_type{});
+    }
+    for (; n_block >= trips.n_masked_lo; --n_block) { trip_alternating(n_block, cute::false_type{}); }
+    for (; n_block >= trips.n_begin; --n_block) { trip_alternating(n_block, cute::true_type{}); }
 
     if (is_wg_leader) { cutlass::arch::ClusterBarrier::arrive(&smem.q_empty); }
 
     pipeline_vt.consumer_wait(state_kv);
     begin_issue();
-    wgmma_gemm<false>(mma_pv, tOrP, tOrV(_, _, _, state_kv.index), tOrO);
+    if (p_in_alt) {
+      wgmma_gemm<false>(mma_pv, tOrP_alt, tOrV(_, _, _, state_kv.index), tOrO);
+    } else {
+      wgmma_gemm<false>(mma_pv, tOrP, tOrV(_, _, _, state_kv.index), tOrO);
+    }
     end_issue();
     warpgroup_wait<0>();
     pipeline_vt.consumer_release(state_kv, is_wg_leader);
