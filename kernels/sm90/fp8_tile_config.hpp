@@ -4,9 +4,9 @@
 // Shared memory (227 KB): Q kBlockM*d + stages * (K kBlockN*d + Vraw kBlockN*dv + Vt kBlockN*dv), 1 byte each.
 // Registers (240 per consumer thread): O (dv / 2 fp32) + S (kBlockN / 2 fp32) + P (kBlockN / 8 words). d = 256 with
 // kBlockN = 128 (FA3's FP8 tile; 224 KB of shared memory) spilled 850 bytes here: 128 + 64 + 32 = 224 registers of
-// tiles leave too few for the rest, and kBlockN = 96 (200) still spilled 124-228 bytes at 240 registers; the consumers
-// get 232 (the V transposer needs 40 in the producer warpgroup), so kBlockN = 64 (176; a multiple of 32, the FP8
-// WGMMA k step of P V).
+// tiles leave too few for the rest (444-792 bytes again at 240 consumer registers), and kBlockN = 96 (200) spilled
+// 124-228 bytes, so kBlockN = 64 (176; a multiple of 32, the FP8 WGMMA k step of P V). d = 128: 128 x 192 measured
+// +6-9% without a mask and -5 to -8% causal on the H100 (docs/perf-notes.md F7); one shape serves both masks here.
 #pragma once
 
 namespace flash3 {

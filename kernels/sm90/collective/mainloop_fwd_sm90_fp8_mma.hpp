@@ -183,8 +183,10 @@ struct MainloopFwdSm90Fp8Mma {
     Tensor tScS_rc = make_tensor(tScS.data(), accumulator_rowcol_layout(tScS.layout()));
     Tensor tOrO_rc = make_tensor(tOrO.data(), accumulator_rowcol_layout(tOrO.layout()));
     // P in e4m3 as the register A operand: ((4, 2, 2), 1, N/32), i.e. 4 registers per 32-key step.
-    // Two register sets for P, used alternately: trip n packs its P into one while the P V WGMMA issued in the same
-    // trip still reads the other (see trip below).
+    // With 2 consumer warpgroups (240 registers), two register sets for P used alternately: trip n packs its P into
+    // one while the P V WGMMA issued in the same trip still reads the other (see trip below). The 3-warpgroup hd64
+    // kernel (160 registers) measured 5-7% slower with the second set, so it packs after the P V wait into one.
+    constexpr bool kAlternateP = Traits::kNumMmaWarpgroups == 2;
     Tensor tOrP = cute::make_tensor<Element>(partition_shape_A(mma_pv, TileShapeS{}));
     Tensor tOrP_alt = make_fragment_like(tOrP);
     static_assert(decltype(size(tOrP))::value == decltype(size(tSrS))::value);
@@ -287,7 +289,7 @@ struct MainloopFwdSm90Fp8Mma {
       score_transform(tSrS_rc, n_block, needs_mask);
       softmax.template step<false>(tSrS_rc, c, correction);
 #endif
-      store_p(p_out);
+      if constexpr (kAlternateP) { store_p(p_out); }
       FLASH3_TIMELINE_MARK(4);
       warpgroup_wait_after<0>(softmax.row_sum[kRowsPerThread - 1]);
       warpgroup_fence_operand(p_in);  // p_in is read by the P V WGMMA up to the wait
@@ -295,6 +297,7 @@ struct MainloopFwdSm90Fp8Mma {
       pipeline_vt.consumer_release(state_prev, is_wg_leader);
       rescale_o(correction, __fdividef(v_prev, v_cur));
       v_prev = v_cur;
+      if constexpr (!kAlternateP) { store_p(p_out); }
       FLASH3_TIMELINE_MARK(6);
       FLASH3_TIMELINE_PRINT(n_block);
     };
@@ -302,6 +305,10 @@ struct MainloopFwdSm90Fp8Mma {
     // instead let ptxas merge the two sets and serialise every WGMMA of the kernel).
     bool p_in_alt = false;
     auto trip_alternating = [&](int n_block, auto needs_mask) CUTLASS_LAMBDA_FUNC_INLINE {
+      if constexpr (!kAlternateP) {
+        trip(n_block, needs_mask, tOrP, tOrP);
+        return;
+      }
       if (p_in_alt) {
         trip(n_block, needs_mask, tOrP_alt, tOrP);
       } else {
