@@ -6,6 +6,15 @@
 // words) and O (dv/2 floats) within 240 registers.
 #pragma once
 
+// FLASH3_FWD_EXP: bit mask of forward experiments (docs/perf-notes.md, forward rows 12-13), 0 (none) unless a build
+// passes -DFLASH3_FWD_EXP=N. Tile bits: 1 = 3 stages (hdim 128), 8 = no pingpong, 16 / 32 / 256 = kBlockN 176 / 160 /
+// 192 (hdim 128, unmasked). Mainloop / softmax bits: 2 = DIAGNOSTIC no softmax (P = S: wrong results, for timing),
+// 4 = DIAGNOSTIC no O rescale (wrong results), 64 = O rescale after the P V wait (the old order), 128 = eager rescale
+// (no lazy max), 512 = non-volatile ex2 asm.
+#ifndef FLASH3_FWD_EXP
+#define FLASH3_FWD_EXP 0
+#endif
+
 namespace flash3 {
 
 struct FwdTileConfig {
@@ -23,9 +32,17 @@ constexpr FwdTileConfig fwd_tile_config_sm90(int head_dim, int head_dim_v, bool 
   if (head_dim <= 64) return has_local ? FwdTileConfig{128, 128, 2, true} : FwdTileConfig{192, 128, 2, false};
   if (head_dim <= 96) return {128, 128, 2, true};
   // 128 x 176 (FA3's non-causal choice) measured slower here at 4k (592 vs 624 TFLOPS) and spilled 52 bytes.
-  if (head_dim <= 128) return {128, 128, 2, true};
-  if (head_dim <= 192) return {128, 112, 2, true};
-  return {128, 80, 2, true};
+  constexpr bool kPingpong = (FLASH3_FWD_EXP & 8) == 0;
+  if (head_dim <= 128) {
+    int const n = has_local ? 128
+                  : (FLASH3_FWD_EXP & 16) ? 176
+                  : (FLASH3_FWD_EXP & 32) ? 160
+                  : (FLASH3_FWD_EXP & 256) ? 192
+                                           : 128;
+    return {128, n, (FLASH3_FWD_EXP & 1) ? 3 : 2, kPingpong};
+  }
+  if (head_dim <= 192) return {128, 112, 2, kPingpong};
+  return {128, 80, 2, kPingpong};
 }
 
 }  // namespace flash3

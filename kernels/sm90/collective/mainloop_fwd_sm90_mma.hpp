@@ -80,6 +80,14 @@ struct MainloopFwdSm90Mma {
       if constexpr (decltype(needs_mask)::value) { mask.apply(s_rc, tScS_rc, tile.m_block, n_block); }
     };
     auto rescale_o = [&](float const (&correction)[kRowsPerThread]) CUTLASS_LAMBDA_FUNC_INLINE {
+      if constexpr ((FLASH3_FWD_EXP & 4) != 0) { return; }  // DIAGNOSTIC
+      if constexpr (OnlineSoftmax<kRowsPerThread>::kLazyRescale) {
+        // Warp-uniform skip: a lane's multiply costs the warp the same whether or not the others need one.
+        bool need = false;
+        CUTE_UNROLL
+        for (int r = 0; r < kRowsPerThread; ++r) { need |= correction[r] != 1.f; }
+        if (!__any_sync(0xffffffffu, need)) { return; }
+      }
       CUTE_UNROLL
       for (int r = 0; r < kRowsPerThread; ++r) {
         CUTE_UNROLL
@@ -107,7 +115,7 @@ struct MainloopFwdSm90Mma {
 
     // First trip (highest key block): S only, no P V yet. It is always a masked trip unless the block is interior.
     int n_block = trips.n_end - 1;
-    float correction[kRowsPerThread];
+    float correction[kRowsPerThread] = {};  // set by every softmax step (left 0 only by the no-softmax DIAGNOSTIC)
     {
       pipeline_k.consumer_wait(state_kv);
       begin_issue();
@@ -120,9 +128,12 @@ struct MainloopFwdSm90Mma {
       } else {
         score_transform(tSrS_rc, n_block, cute::false_type{});
       }
-      softmax.template step<true>(tSrS_rc, correction);
+      if constexpr ((FLASH3_FWD_EXP & 2) == 0) { softmax.template step<true>(tSrS_rc, correction); }
       store_p();
     }
+    // O is rescaled for the previous block's max after Q K^T is issued and before P V: the multiplies run under the
+    // Q K^T GEMM instead of between the P V wait and the next issue (perf-notes forward row 12).
+    constexpr bool kRescaleUnderQK = (FLASH3_FWD_EXP & 64) == 0;
 
     // Trip for key block n_block < the previous one: overlapped S_n and P_{n+1} V_{n+1}.
     auto trip = [&](int n_block, auto needs_mask) CUTLASS_LAMBDA_FUNC_INLINE {
@@ -132,15 +143,21 @@ struct MainloopFwdSm90Mma {
       pipeline_v.consumer_wait(state_prev);
       begin_issue();
       wgmma_gemm<true>(mma_qk, tSrQ, tSrK(_, _, _, state_kv.index), tSrS);
+      // O is not an operand of Q K^T: rescale it while that GEMM runs, before P V accumulates into it.
+      if constexpr (kRescaleUnderQK) { rescale_o(correction); }
       wgmma_gemm<false>(mma_pv, tOrP, tOrV(_, _, _, state_prev.index), tOrO);
       end_issue();
       warpgroup_wait<1>();  // S_n is ready; P V still running
       pipeline_k.consumer_release(state_kv, is_wg_leader);
       score_transform(tSrS_rc, n_block, needs_mask);
-      softmax.template step<false>(tSrS_rc, correction);
-      warpgroup_wait_after<0>(softmax.row_sum[kRowsPerThread - 1]);  // P V done: V's stage and P are free
+      if constexpr ((FLASH3_FWD_EXP & 2) == 0) {
+        softmax.template step<false>(tSrS_rc, correction);
+        warpgroup_wait_after<0>(softmax.row_sum[kRowsPerThread - 1]);  // P V done: V's stage and P are free
+      } else {
+        warpgroup_wait<0>();
+      }
       pipeline_v.consumer_release(state_prev, is_wg_leader);
-      rescale_o(correction);
+      if constexpr (!kRescaleUnderQK) { rescale_o(correction); }
       store_p();
     };
 
@@ -153,6 +170,7 @@ struct MainloopFwdSm90Mma {
     if (is_wg_leader) { cutlass::arch::ClusterBarrier::arrive(&smem.q_empty); }
 
     pipeline_v.consumer_wait(state_kv);
+    if constexpr (kRescaleUnderQK) { rescale_o(correction); }
     begin_issue();
     wgmma_gemm<false>(mma_pv, tOrP, tOrV(_, _, _, state_kv.index), tOrO);
     end_issue();
