@@ -2,9 +2,9 @@
 // d x d Walsh-Hadamard matrix and s random signs from a seed. M is orthogonal, so (q M^T)(k M^T)^T = q k^T, while an
 // outlier in one coordinate is spread over all d of them before quantisation.
 //
-// One warp transforms one row held in registers: lane l holds the kPerLane consecutive elements
-// l * kPerLane + j. The fast transform's log2(kPerLane) low stages are butterflies inside a thread, the 5 high ones
-// exchange with lane ^ m through shuffles: O(d log d) work, no shared memory.
+// A group of kLanes lanes transforms one row held in registers: lane l of the group holds the kPerLane consecutive
+// elements l * kPerLane + j. The fast transform's log2(kPerLane) low stages are butterflies inside a thread, the
+// log2(kLanes) high ones exchange with lane ^ m through shuffles: O(d log d) work, no shared memory.
 #pragma once
 
 #include <cstdint>
@@ -23,11 +23,12 @@ CUTLASS_HOST_DEVICE float hadamard_sign(uint64_t seed, int i) {
   return (z & 1) ? -1.f : 1.f;
 }
 
-// In-place normalised Walsh-Hadamard transform of one warp's row (32 * kPerLane elements); x already carries the
-// signs. Element order is natural (index = lane * kPerLane + j), so the result is H x / sqrt(d) exactly.
-template <int kPerLane>
+// In-place normalised Walsh-Hadamard transform of one row spread over kLanes consecutive lanes (a power of two up
+// to 32, aligned to kLanes in the warp) with kPerLane elements each; x already carries the signs. Element order is
+// natural (index = (lane % kLanes) * kPerLane + j), so the result is H x / sqrt(d) exactly, d = kLanes * kPerLane.
+template <int kPerLane, int kLanes = 32>
 CUTLASS_DEVICE void warp_hadamard(float (&x)[kPerLane], int lane) {
-  static_assert((kPerLane & (kPerLane - 1)) == 0, "power of two");
+  static_assert((kPerLane & (kPerLane - 1)) == 0 && (kLanes & (kLanes - 1)) == 0 && kLanes <= 32, "powers of two");
   CUTLASS_PRAGMA_UNROLL
   for (int h = 1; h < kPerLane; h *= 2) {
     CUTLASS_PRAGMA_UNROLL
@@ -40,7 +41,7 @@ CUTLASS_DEVICE void warp_hadamard(float (&x)[kPerLane], int lane) {
     }
   }
   CUTLASS_PRAGMA_UNROLL
-  for (int m = 1; m < 32; m *= 2) {
+  for (int m = 1; m < kLanes; m *= 2) {
     bool const upper = (lane & m) != 0;
     CUTLASS_PRAGMA_UNROLL
     for (int j = 0; j < kPerLane; ++j) {
@@ -48,7 +49,7 @@ CUTLASS_DEVICE void warp_hadamard(float (&x)[kPerLane], int lane) {
       x[j] = upper ? other - x[j] : x[j] + other;
     }
   }
-  float const norm = rsqrtf(float(32 * kPerLane));
+  float const norm = rsqrtf(float(kLanes * kPerLane));
   CUTLASS_PRAGMA_UNROLL
   for (int j = 0; j < kPerLane; ++j) { x[j] *= norm; }
 }

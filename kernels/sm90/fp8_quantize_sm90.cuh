@@ -2,7 +2,10 @@
 // (incoherent processing, kernels/common/hadamard.hpp) fused in: one read of the input, one write of the output.
 //
 // One CTA per (row block, head, batch), 16 warps, each warp kRowsPerWarp consecutive rows of the block (the FP8
-// kernel's tile rows: 16 * kRowsPerWarp), each row held in registers (d / 32 values per lane). Modes:
+// kernel's tile rows: 16 * kRowsPerWarp). A lane holds 8 consecutive elements of a row (one 16-byte load, one 8-byte
+// store), d / 8 lanes share a row and a warp covers 256 / d rows per load: 16-byte accesses at every d (the first
+// version gave each lane d / 32 elements of every row: 4-byte loads at d = 64, 1.1 TB/s), and the Hadamard
+// transform's cross-lane stages drop from 5 to log2(d / 8). Modes:
 //   kPerBlock        amax over the block's rows -> descale = amax / 448 written to scale[(b * h + head) * nblk + blk],
 //                    then the block is quantised with it: one pass.
 //   kPerTensorAmax   first of two passes: the block's amax goes into a global atomicMax (float bits; amax >= 0 so the
@@ -29,40 +32,54 @@ CUTLASS_DEVICE uint32_t fp8_quant_pack2(float lo, float hi) {
   return r;
 }
 
-// Memory-bound: two CTAs (32 warps) per SM keep more loads in flight; d = 256 keeps 64 values per thread in registers
-// and gets the whole register file.
+// Memory-bound: two CTAs (32 warps) per SM keep more loads in flight, where a thread's rows fit in the 64 registers
+// that leaves (up to 32 values); more values per thread (d = 256 with 8+ rows per warp) get one CTA and 128.
+template <int kD, int kRowsPerWarp>
+constexpr int fp8_quantize_ctas_per_sm() { return kRowsPerWarp * kD / 32 <= 32 ? 2 : 1; }
+
 template <class T, int kD, int kRowsPerWarp, Fp8QuantMode kMode>
-__global__ void __launch_bounds__(512, kD <= 128 ? 2 : 1) fp8_quantize_kernel(Fp8QuantizeParams p) {
-  constexpr int kPerLane = kD / 32;
+__global__ void __launch_bounds__(512, fp8_quantize_ctas_per_sm<kD, kRowsPerWarp>())
+    fp8_quantize_kernel(Fp8QuantizeParams p) {
+  constexpr int kPerLane = 8;                        // one 16-byte load of fp16/bf16
+  constexpr int kLanesPerRow = kD / kPerLane;        // 8, 16 or 32
+  constexpr int kRowsPerLoad = 32 / kLanesPerRow;    // rows a warp covers per load: 4, 2 or 1
+  constexpr int kLoads = kRowsPerWarp / kRowsPerLoad;
   constexpr int kWarps = 16;
   constexpr int kBlockRows = kWarps * kRowsPerWarp;
-  static_assert(kPerLane == 2 || kPerLane == 4 || kPerLane == 8);
+  static_assert(kD == 64 || kD == 128 || kD == 256);
+  static_assert(kRowsPerWarp % kRowsPerLoad == 0, "a warp's rows must fill whole loads");
   __shared__ float warp_amax[kWarps];
   int const warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  int const sub = lane % kLanesPerRow;  // this lane's 8 elements: sub * 8 .. sub * 8 + 7 of its row
   int const blk = blockIdx.x, head = blockIdx.y, b = blockIdx.z;
-  int const row0 = blk * kBlockRows + warp * kRowsPerWarp;
+  // Load i of this lane reads row row0 + i * kRowsPerLoad.
+  int const row0 = blk * kBlockRows + warp * kRowsPerWarp + lane / kLanesPerRow;
 
   float sign[kPerLane];
   CUTLASS_PRAGMA_UNROLL
-  for (int j = 0; j < kPerLane; ++j) { sign[j] = p.hadamard ? hadamard_sign(p.seed, lane * kPerLane + j) : 1.f; }
+  for (int j = 0; j < kPerLane; ++j) { sign[j] = p.hadamard ? hadamard_sign(p.seed, sub * kPerLane + j) : 1.f; }
 
-  T const* in = static_cast<T const*>(p.in) + b * p.in_batch_stride + head * p.in_head_stride;
-  float x[kRowsPerWarp][kPerLane];
+  T const* in = static_cast<T const*>(p.in) + b * p.in_batch_stride + head * p.in_head_stride + sub * kPerLane;
+  float x[kLoads][kPerLane];
+  cutlass::AlignedArray<T, kPerLane> v[kLoads];
+  // All loads first (kLoads x 16 bytes in flight per lane), then the math.
+  CUTLASS_PRAGMA_UNROLL
+  for (int i = 0; i < kLoads; ++i) {
+    int const row = row0 + i * kRowsPerLoad;
+    if (row < p.seqlen) {
+      v[i] = *reinterpret_cast<cutlass::AlignedArray<T, kPerLane> const*>(in + int64_t(row) * p.in_row_stride);
+    } else {
+      v[i].fill(T(0.f));
+    }
+  }
   float amax = 0.f;
   CUTLASS_PRAGMA_UNROLL
-  for (int r = 0; r < kRowsPerWarp; ++r) {
-    int const row = row0 + r;
-    cutlass::AlignedArray<T, kPerLane> v;
-    if (row < p.seqlen) {
-      v = *reinterpret_cast<cutlass::AlignedArray<T, kPerLane> const*>(in + row * p.in_row_stride + lane * kPerLane);
-    } else {
-      v.fill(T(0.f));
-    }
+  for (int i = 0; i < kLoads; ++i) {
     CUTLASS_PRAGMA_UNROLL
-    for (int j = 0; j < kPerLane; ++j) { x[r][j] = float(v[j]) * sign[j]; }
-    if (p.hadamard) { warp_hadamard<kPerLane>(x[r], lane); }
+    for (int j = 0; j < kPerLane; ++j) { x[i][j] = float(v[i][j]) * sign[j]; }
+    if (p.hadamard) { warp_hadamard<kPerLane, kLanesPerRow>(x[i], lane); }
     CUTLASS_PRAGMA_UNROLL
-    for (int j = 0; j < kPerLane; ++j) { amax = fmaxf(amax, fabsf(x[r][j])); }
+    for (int j = 0; j < kPerLane; ++j) { amax = fmaxf(amax, fabsf(x[i][j])); }
   }
   for (int m = 16; m > 0; m /= 2) { amax = fmaxf(amax, __shfl_xor_sync(0xffffffff, amax, m)); }
   if (lane == 0) { warp_amax[warp] = amax; }
@@ -86,22 +103,16 @@ __global__ void __launch_bounds__(512, kD <= 128 ? 2 : 1) fp8_quantize_kernel(Fp
       }
     }
     float const inv = kFp8E4M3Max / (scale_amax > 0.f ? scale_amax : kFp8E4M3Max);
-    uint8_t* out = static_cast<uint8_t*>(p.out) + b * p.out_batch_stride + head * p.out_head_stride;
+    uint8_t* out = static_cast<uint8_t*>(p.out) + b * p.out_batch_stride + head * p.out_head_stride + sub * kPerLane;
     CUTLASS_PRAGMA_UNROLL
-    for (int r = 0; r < kRowsPerWarp; ++r) {
-      int const row = row0 + r;
+    for (int i = 0; i < kLoads; ++i) {
+      int const row = row0 + i * kRowsPerLoad;
       if (row >= p.seqlen) { continue; }
       uint32_t packed[kPerLane / 2];
       CUTLASS_PRAGMA_UNROLL
-      for (int j = 0; j < kPerLane / 2; ++j) { packed[j] = fp8_quant_pack2(x[r][2 * j] * inv, x[r][2 * j + 1] * inv); }
-      uint8_t* dst = out + row * p.out_row_stride + lane * kPerLane;
-      if constexpr (kPerLane == 2) {
-        *reinterpret_cast<uint16_t*>(dst) = uint16_t(packed[0]);
-      } else if constexpr (kPerLane == 4) {
-        *reinterpret_cast<uint32_t*>(dst) = packed[0] | (packed[1] << 16);
-      } else {
-        *reinterpret_cast<uint2*>(dst) = make_uint2(packed[0] | (packed[1] << 16), packed[2] | (packed[3] << 16));
-      }
+      for (int j = 0; j < kPerLane / 2; ++j) { packed[j] = fp8_quant_pack2(x[i][2 * j] * inv, x[i][2 * j + 1] * inv); }
+      *reinterpret_cast<uint2*>(out + int64_t(row) * p.out_row_stride) =
+          make_uint2(packed[0] | (packed[1] << 16), packed[2] | (packed[3] << 16));
     }
   }
 }

@@ -29,11 +29,11 @@ template <class T, int kD>
 cudaError_t launch_d(const Fp8QuantizeParams& p, bool per_block, cudaStream_t stream) {
   switch (p.block_rows) {
     case 64: return launch_rows<T, kD, 4>(p, per_block, stream);
-    case 96: return launch_rows<T, kD, 6>(p, per_block, stream);
-    case 128: return launch_rows<T, kD, 8>(p, per_block, stream);
-    case 192:  // only d = 64 uses 192-row tiles; larger d would not fit 12 rows per warp in registers
-      if constexpr (kD == 64) { return launch_rows<T, kD, 12>(p, per_block, stream); }
+    case 96:  // 6 rows per warp: whole 16-byte loads only where a load covers 1 or 2 rows (d >= 128)
+      if constexpr (kD >= 128) { return launch_rows<T, kD, 6>(p, per_block, stream); }
       return cudaErrorInvalidValue;
+    case 128: return launch_rows<T, kD, 8>(p, per_block, stream);
+    case 192: return launch_rows<T, kD, 12>(p, per_block, stream);
     default: return cudaErrorInvalidValue;
   }
 }
