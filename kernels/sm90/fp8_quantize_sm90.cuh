@@ -18,7 +18,6 @@
 
 #include <cstdint>
 
-#include <cooperative_groups.h>
 #include <cutlass/array.h>
 #include <cutlass/numeric_types.h>
 
@@ -33,31 +32,28 @@ CUTLASS_DEVICE uint32_t fp8_quant_pack2(float lo, float hi) {
   return r;
 }
 
-// Memory-bound: two CTAs (32 warps) per SM keep more loads in flight (one CTA's loads run while the other stores),
-// which needs a thread's rows to fit in the 64 registers that leaves (up to 32 values). A block with more (e.g.
-// d = 256 with 128 rows: 64 values) is split over a cluster of kSplit CTAs that exchange their amax through
-// distributed shared memory; with one CTA per SM and the whole block in registers it ran at 2.0 TB/s against 2.3-2.6
-// for the others.
-template <int kD, int kBlockRows>
-constexpr int fp8_quantize_split() { return ((kBlockRows / 16) * kD / 32 + 31) / 32; }
+// Memory-bound: two CTAs (32 warps) per SM keep more loads in flight, where a thread's rows fit in the 64 registers
+// that leaves (up to 32 values); more values per thread (d = 256 with 8+ rows per warp) get one CTA and 128.
+template <int kD, int kRowsPerWarp>
+constexpr int fp8_quantize_ctas_per_sm() { return kRowsPerWarp * kD / 32 <= 32 ? 2 : 1; }
 
-template <class T, int kD, int kRowsPerWarp, int kSplit, Fp8QuantMode kMode>
-__global__ void __launch_bounds__(512, 2) fp8_quantize_kernel(Fp8QuantizeParams p) {
+template <class T, int kD, int kRowsPerWarp, Fp8QuantMode kMode>
+__global__ void __launch_bounds__(512, fp8_quantize_ctas_per_sm<kD, kRowsPerWarp>())
+    fp8_quantize_kernel(Fp8QuantizeParams p) {
   constexpr int kPerLane = 8;                        // one 16-byte load of fp16/bf16
   constexpr int kLanesPerRow = kD / kPerLane;        // 8, 16 or 32
   constexpr int kRowsPerLoad = 32 / kLanesPerRow;    // rows a warp covers per load: 4, 2 or 1
   constexpr int kLoads = kRowsPerWarp / kRowsPerLoad;
   constexpr int kWarps = 16;
-  constexpr int kBlockRows = kWarps * kRowsPerWarp * kSplit;  // rows per scale
+  constexpr int kBlockRows = kWarps * kRowsPerWarp;
   static_assert(kD == 64 || kD == 128 || kD == 256);
-  static_assert(kLoads * kPerLane <= 32, "a thread's values must fit in the registers of two CTAs per SM");
   static_assert(kRowsPerWarp % kRowsPerLoad == 0, "a warp's rows must fill whole loads");
   __shared__ float warp_amax[kWarps];
   int const warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   int const sub = lane % kLanesPerRow;  // this lane's 8 elements: sub * 8 .. sub * 8 + 7 of its row
-  int const blk = blockIdx.x / kSplit, part = blockIdx.x % kSplit, head = blockIdx.y, b = blockIdx.z;
+  int const blk = blockIdx.x, head = blockIdx.y, b = blockIdx.z;
   // Load i of this lane reads row row0 + i * kRowsPerLoad.
-  int const row0 = blk * kBlockRows + (part * kWarps + warp) * kRowsPerWarp + lane / kLanesPerRow;
+  int const row0 = blk * kBlockRows + warp * kRowsPerWarp + lane / kLanesPerRow;
 
   float sign[kPerLane];
   CUTLASS_PRAGMA_UNROLL
@@ -91,16 +87,6 @@ __global__ void __launch_bounds__(512, 2) fp8_quantize_kernel(Fp8QuantizeParams 
   float block_amax = 0.f;
   CUTLASS_PRAGMA_UNROLL
   for (int w = 0; w < kWarps; ++w) { block_amax = fmaxf(block_amax, warp_amax[w]); }
-  if constexpr (kSplit > 1) {
-    __shared__ float cta_amax;
-    namespace cg = cooperative_groups;
-    cg::cluster_group cluster = cg::this_cluster();
-    if (threadIdx.x == 0) { cta_amax = block_amax; }
-    cluster.sync();
-    CUTLASS_PRAGMA_UNROLL
-    for (int r = 0; r < kSplit; ++r) { block_amax = fmaxf(block_amax, *cluster.map_shared_rank(&cta_amax, r)); }
-    cluster.sync();  // the other CTAs' shared memory must outlive these reads
-  }
 
   if constexpr (kMode == Fp8QuantMode::kPerTensorAmax) {
     if (threadIdx.x == 0) { atomicMax(p.amax, __float_as_uint(block_amax)); }
@@ -109,7 +95,7 @@ __global__ void __launch_bounds__(512, 2) fp8_quantize_kernel(Fp8QuantizeParams 
     float const scale_amax = kMode == Fp8QuantMode::kPerBlock ? block_amax : __uint_as_float(*p.amax);
     // An all-zero block keeps descale 1 (any value works; 0 would poison the kernel's descaling).
     float const descale = scale_amax > 0.f ? scale_amax / kFp8E4M3Max : 1.f;
-    if (threadIdx.x == 0 && part == 0) {
+    if (threadIdx.x == 0) {
       if constexpr (kMode == Fp8QuantMode::kPerBlock) {
         p.scale[(int64_t(b) * p.heads + head) * p.num_blocks + blk] = descale;
       } else {

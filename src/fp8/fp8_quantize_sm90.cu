@@ -10,46 +10,30 @@ namespace flash3 {
 
 namespace {
 
-template <class T, int kD, int kRowsPerWarp, int kSplit, Fp8QuantMode kMode>
-cudaError_t launch_mode(const Fp8QuantizeParams& p, cudaStream_t stream) {
-  cudaLaunchConfig_t config{};
-  config.gridDim = dim3(unsigned(p.num_blocks) * kSplit, unsigned(p.heads), unsigned(p.batch));
-  config.blockDim = dim3(512, 1, 1);
-  config.stream = stream;
-  cudaLaunchAttribute cluster{};
-  cluster.id = cudaLaunchAttributeClusterDimension;
-  cluster.val.clusterDim.x = kSplit;
-  cluster.val.clusterDim.y = 1;
-  cluster.val.clusterDim.z = 1;
-  config.attrs = &cluster;
-  config.numAttrs = kSplit > 1 ? 1 : 0;
-  return cudaLaunchKernelEx(&config, fp8_quantize_kernel<T, kD, kRowsPerWarp, kSplit, kMode>, p);
-}
-
-// kBlockRows rows per scale: 16 warps x kBlockRows / 16 rows, split over kSplit CTAs (fp8_quantize_split).
-template <class T, int kD, int kBlockRows>
+template <class T, int kD, int kRowsPerWarp>
 cudaError_t launch_rows(const Fp8QuantizeParams& p, bool per_block, cudaStream_t stream) {
-  constexpr int kSplit = fp8_quantize_split<kD, kBlockRows>();
-  constexpr int kRowsPerWarp = kBlockRows / 16 / kSplit;
-  static_assert(kRowsPerWarp * 16 * kSplit == kBlockRows, "the block must split evenly over the cluster");
-  if (per_block) { return launch_mode<T, kD, kRowsPerWarp, kSplit, Fp8QuantMode::kPerBlock>(p, stream); }
+  dim3 const grid(p.num_blocks, p.heads, p.batch);
+  if (per_block) {
+    fp8_quantize_kernel<T, kD, kRowsPerWarp, Fp8QuantMode::kPerBlock><<<grid, 512, 0, stream>>>(p);
+    return cudaGetLastError();
+  }
   cudaError_t err = cudaMemsetAsync(p.amax, 0, sizeof(uint32_t), stream);
   if (err != cudaSuccess) { return err; }
-  err = launch_mode<T, kD, kRowsPerWarp, kSplit, Fp8QuantMode::kPerTensorAmax>(p, stream);
-  if (err != cudaSuccess) { return err; }
-  return launch_mode<T, kD, kRowsPerWarp, kSplit, Fp8QuantMode::kPerTensorApply>(p, stream);
+  fp8_quantize_kernel<T, kD, kRowsPerWarp, Fp8QuantMode::kPerTensorAmax><<<grid, 512, 0, stream>>>(p);
+  fp8_quantize_kernel<T, kD, kRowsPerWarp, Fp8QuantMode::kPerTensorApply><<<grid, 512, 0, stream>>>(p);
+  return cudaGetLastError();
 }
 
-// Rows per scale = the FP8 kernel's tile rows.
+// Rows per scale = the FP8 kernel's tile rows (16 warps x kRowsPerWarp).
 template <class T, int kD>
 cudaError_t launch_d(const Fp8QuantizeParams& p, bool per_block, cudaStream_t stream) {
   switch (p.block_rows) {
-    case 64: return launch_rows<T, kD, 64>(p, per_block, stream);
+    case 64: return launch_rows<T, kD, 4>(p, per_block, stream);
     case 96:  // 6 rows per warp: whole 16-byte loads only where a load covers 1 or 2 rows (d >= 128)
-      if constexpr (kD >= 128) { return launch_rows<T, kD, 96>(p, per_block, stream); }
+      if constexpr (kD >= 128) { return launch_rows<T, kD, 6>(p, per_block, stream); }
       return cudaErrorInvalidValue;
-    case 128: return launch_rows<T, kD, 128>(p, per_block, stream);
-    case 192: return launch_rows<T, kD, 192>(p, per_block, stream);
+    case 128: return launch_rows<T, kD, 8>(p, per_block, stream);
+    case 192: return launch_rows<T, kD, 12>(p, per_block, stream);
     default: return cudaErrorInvalidValue;
   }
 }
