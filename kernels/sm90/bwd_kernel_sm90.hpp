@@ -48,6 +48,8 @@ struct BwdKernelSm90 {
     typename Traits::TmadO tma_do;
     typename Traits::TmaK tma_k;
     typename Traits::TmaV tma_v;
+    typename Traits::ShapeStat shape_stat;  // (scratch rows, batch x heads or heads)
+    typename Traits::TmaStat tma_lse, tma_dpsum;
   };
 
   struct CtaWork {
@@ -87,6 +89,8 @@ struct BwdKernelSm90 {
       cute::prefetch_tma_descriptor(params.tma_do.get_tma_descriptor());
       cute::prefetch_tma_descriptor(params.tma_k.get_tma_descriptor());
       cute::prefetch_tma_descriptor(params.tma_v.get_tma_descriptor());
+      cute::prefetch_tma_descriptor(params.tma_lse.get_tma_descriptor());
+      cute::prefetch_tma_descriptor(params.tma_dpsum.get_tma_descriptor());
       Traits::PipelineQ::init(&smem.pipeline_q, Traits::kNumMmaWarpgroups);
       Traits::PipelineQ::init(&smem.pipeline_do, Traits::kNumMmaWarpgroups);
       cutlass::arch::ClusterTransactionBarrier::init(&smem.kv_full, 1);

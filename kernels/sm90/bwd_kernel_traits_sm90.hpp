@@ -139,6 +139,16 @@ struct BwdTraitsSm90 {
   using TmaK = Tma<SmemLayoutK, cute::Shape<BlockN, HeadDim>>;
   using TmaV = Tma<SmemLayoutV, cute::Shape<BlockN, HeadDimV>>;
 
+  // The row statistics (lse_log2, dpsum) come by TMA as well: a box of kBlockM floats of (scratch rows, batch x
+  // heads). (A 1-D bulk copy did the same job, but compute-sanitizer's racecheck does not follow the mbarrier
+  // ordering of non-tensor bulk copies and reported every stage refill as a WAR hazard.)
+  using ShapeStat = cute::Shape<int32_t, int32_t>;
+  using StrideStat = cute::Stride<cute::_1, int64_t>;
+  using SmemLayoutStat = cute::Layout<cute::Shape<BlockM, cute::_1, cute::Int<kStages>>>;  // = float[kStages][kBlockM]
+  using TmaStat = decltype(cute::make_tma_copy(
+      cute::SM90_TMA_LOAD{},
+      cute::make_tensor(cute::make_gmem_ptr(static_cast<float const*>(nullptr)), ShapeStat{}, StrideStat{}),
+      cute::take<0, 2>(SmemLayoutStat{}), cute::Shape<BlockM, cute::_1>{}, cute::_1{}));
   static constexpr uint32_t kRowStatBytes = kBlockM * sizeof(float);  // one lse_log2 or dpsum slice
   static constexpr uint32_t kTmaBytesQ = kBlockM * kHeadDim * sizeof(Element) + kRowStatBytes;
   static constexpr uint32_t kTmaBytesdO = kBlockM * kHeadDimV * sizeof(Element) + kRowStatBytes;
@@ -163,8 +173,8 @@ struct BwdTraitsSm90 {
     // Key split: the dQ tile handed to the writer warp. Head-dim split: P^T (dQ goes out with atomics there).
     alignas(1024) cute::conditional_t<kSplitHeadDim, cute::array_aligned<Element, cute::cosize_v<SmemLayoutPt>>,
                                       cute::array_aligned<float, kBlockM * kHeadDim>> dq_acc_or_pt;
-    alignas(16) float lse_log2[kStages][kBlockM];
-    alignas(16) float dpsum[kStages][kBlockM];
+    alignas(128) float lse_log2[kStages][kBlockM];
+    alignas(128) float dpsum[kStages][kBlockM];
     typename PipelineQ::SharedStorage pipeline_q;
     typename PipelineQ::SharedStorage pipeline_do;
     uint64_t kv_full;  // transaction barrier: this CTA's K and V landed

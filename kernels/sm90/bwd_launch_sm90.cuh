@@ -57,6 +57,20 @@ void run_bwd_sm90(BwdParams const& p, cudaStream_t stream) {
                                take<0, 2>(typename Traits::SmemLayoutV{}),
                                Shape<typename Traits::BlockN, typename Traits::HeadDimV>{}, _1{});
 
+  // Row statistics: scratch rows of every (batch, head) (varlen: of every head) side by side.
+  params.shape_stat =
+      make_shape(at_least_1(p.scratch_rows), at_least_1(varlen ? p.num_heads : int64_t(p.batch) * p.num_heads));
+  auto stat = [&](float const* ptr) {
+    // No query rows: no statistic is ever loaded, but the descriptor needs a valid address.
+    float const* base = ptr != nullptr ? ptr : reinterpret_cast<float const*>(q);
+    int64_t const column_stride = p.scratch_rows > 0 ? p.scratch_rows : kBwdScratchRowPad;  // the same "any valid"
+    return make_tensor(make_gmem_ptr(base), params.shape_stat, make_stride(_1{}, column_stride));
+  };
+  params.tma_lse = make_tma_copy(SM90_TMA_LOAD{}, stat(p.lse_log2), take<0, 2>(typename Traits::SmemLayoutStat{}),
+                                 Shape<typename Traits::BlockM, _1>{}, _1{});
+  params.tma_dpsum = make_tma_copy(SM90_TMA_LOAD{}, stat(p.dpsum), take<0, 2>(typename Traits::SmemLayoutStat{}),
+                                   Shape<typename Traits::BlockM, _1>{}, _1{});
+
   auto fail = [](cudaError_t err, const char* what) {
     throw Error(Status::kCudaError, std::string("flash3::backward: ") + what + " failed: " + cudaGetErrorString(err));
   };

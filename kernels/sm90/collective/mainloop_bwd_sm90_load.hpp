@@ -3,10 +3,9 @@
 // K and V of the CTA's key block once (one transaction barrier), then for every step (query head of the group,
 // query block in the CTA's visiting order): Q with its lse_log2 slice into the Q pipeline and dO with its dpsum slice
 // into the dO pipeline.
-// The row statistics come with a 1-D bulk copy on the same barrier as their tile, so one wait covers both.
+// The row statistics come by TMA on the same barrier as their tile, so one wait covers both.
 #pragma once
 
-#include <cute/arch/copy_sm90_tma.hpp>
 #include <cute/tensor.hpp>
 #include <cutlass/arch/barrier.h>
 
@@ -51,6 +50,17 @@ struct MainloopBwdSm90Load {
       copy(params.tma_v.with(smem.kv_full), tVgV, tVsV);
     }
 
+    Tensor sLse = make_tensor(make_smem_ptr(&smem.lse_log2[0][0]), typename Traits::SmemLayoutStat{});
+    Tensor sDpsum = make_tensor(make_smem_ptr(&smem.dpsum[0][0]), typename Traits::SmemLayoutStat{});
+    Tensor gLse = local_tile(params.tma_lse.get_tma_tensor(params.shape_stat), Shape<typename Traits::BlockM, _1>{},
+                             make_coord(_, _));  // (BLK_M, 1, row tiles, columns)
+    Tensor gDpsum = local_tile(params.tma_dpsum.get_tma_tensor(params.shape_stat),
+                               Shape<typename Traits::BlockM, _1>{}, make_coord(_, _));
+    auto [tLgL, tLsL] = tma_partition(params.tma_lse, _0{}, Layout<_1>{}, group_modes<0, 2>(sLse),
+                                      group_modes<0, 2>(gLse));  // (TMA, tiles, columns), (TMA, PIPE)
+    auto [tDgD, tDsD] = tma_partition(params.tma_dpsum, _0{}, Layout<_1>{}, group_modes<0, 2>(sDpsum),
+                                      group_modes<0, 2>(gDpsum));
+
     State state;
     for (int g = 0; g < work.group; ++g) {
       int const head = work.head_k * work.group + g;
@@ -62,19 +72,22 @@ struct MainloopBwdSm90Load {
                               Shape<typename Traits::BlockM, typename Traits::HeadDimV>{}, make_coord(_, _0{}));
       auto tQ = tma_partition(params.tma_q, _0{}, Layout<_1>{}, group_modes<0, 2>(sQ), group_modes<0, 2>(gQ));
       auto tdO = tma_partition(params.tma_do, _0{}, Layout<_1>{}, group_modes<0, 2>(sdO), group_modes<0, 2>(gdO));
+      // This (batch, head)'s statistics: column stat_col of the scratch, rows from a whole block (scratch rows are
+      // padded to 128 per sequence, and every kBlockM divides 128).
       int64_t const scratch_row = bwd_scratch_row(p, work.batch, head);
+      int const stat_col = int(scratch_row / p.scratch_rows);
+      int const stat_tile0 = int((scratch_row - int64_t(stat_col) * p.scratch_rows) / Traits::kBlockM);
       for (auto c = work.order.cursor(); work.order.valid(c); work.order.advance(c)) {
         int const m_block = c.m;
-        int64_t const stat_row = scratch_row + int64_t(m_block) * Traits::kBlockM;
         pipeline_q.producer_acquire(state, Traits::kTmaBytesQ);
         copy(params.tma_q.with(*pipeline_q.full_barrier(state)), get<0>(tQ)(_, m_block), get<1>(tQ)(_, state.index));
-        SM90_BULK_COPY_G2S::copy(p.lse_log2 + stat_row, pipeline_q.full_barrier(state),
-                                 smem.lse_log2[state.index], Traits::kRowStatBytes);
+        copy(params.tma_lse.with(*pipeline_q.full_barrier(state)), tLgL(_, stat_tile0 + m_block, stat_col),
+             tLsL(_, state.index));
         pipeline_do.producer_acquire(state, Traits::kTmaBytesdO);
         copy(params.tma_do.with(*pipeline_do.full_barrier(state)), get<0>(tdO)(_, m_block),
              get<1>(tdO)(_, state.index));
-        SM90_BULK_COPY_G2S::copy(p.dpsum + stat_row, pipeline_do.full_barrier(state), smem.dpsum[state.index],
-                                 Traits::kRowStatBytes);
+        copy(params.tma_dpsum.with(*pipeline_do.full_barrier(state)), tDgD(_, stat_tile0 + m_block, stat_col),
+             tDsD(_, state.index));
         state.advance();
       }
     }
