@@ -10,7 +10,7 @@
 // passes -DFLASH3_FWD_EXP=N. Tile bits: 1 = 3 stages (hdim 128), 8 = no pingpong, 16 / 32 / 256 = kBlockN 176 / 160 /
 // 192 (hdim 128, unmasked). Mainloop / softmax bits: 2 = DIAGNOSTIC no softmax (P = S: wrong results, for timing),
 // 4 = DIAGNOSTIC no O rescale (wrong results), 64 = O rescale after the P V wait (the old order), 128 = eager rescale
-// (no lazy max), 512 = non-volatile ex2 asm, 1024 = two P register sets packed before the P V wait (as FP8 does).
+// (no lazy max), 512 = non-volatile ex2 asm.
 #ifndef FLASH3_FWD_EXP
 #define FLASH3_FWD_EXP 0
 #endif

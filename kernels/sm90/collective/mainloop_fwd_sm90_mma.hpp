@@ -71,11 +71,6 @@ struct MainloopFwdSm90Mma {
     // P in the input precision, viewed as the A operand of the P V WGMMA.
     Tensor tOrP_owner = cute::make_tensor<Element>(tSrS.layout());
     Tensor tOrP = make_tensor(tOrP_owner.data(), accumulator_as_a_operand_layout(tOrP_owner.layout()));
-    // Experiment bit 1024: a second P register set, packed inside the softmax's basic block before the P V wait
-    // (the FP8 mainloop's scheme, docs/perf-notes.md F9); the roles alternate by trip.
-    constexpr bool kAlternateP = (FLASH3_FWD_EXP & 1024) != 0;
-    Tensor tOrP_alt_owner = cute::make_tensor<Element>(tSrS.layout());
-    Tensor tOrP_alt = make_tensor(tOrP_alt_owner.data(), accumulator_as_a_operand_layout(tOrP_alt_owner.layout()));
 
     auto score_transform = [&](auto& s_rc, int n_block, auto needs_mask) CUTLASS_LAMBDA_FUNC_INLINE {
       if constexpr (Traits::kHasSoftcap) {
@@ -99,12 +94,11 @@ struct MainloopFwdSm90Mma {
         for (int c = 0; c < size<1>(tOrO_rc); ++c) { tOrO_rc(r, c) *= correction[r]; }
       }
     };
-    auto store_p_into = [&](auto& p_owner) CUTLASS_LAMBDA_FUNC_INLINE {
+    auto store_p = [&]() CUTLASS_LAMBDA_FUNC_INLINE {
       Tensor converted = convert_fragment<Element>(tSrS);
       CUTE_UNROLL
-      for (int i = 0; i < size(converted); ++i) { p_owner(i) = converted(i); }
+      for (int i = 0; i < size(converted); ++i) { tOrP_owner(i) = converted(i); }
     };
-    auto store_p = [&]() CUTLASS_LAMBDA_FUNC_INLINE { store_p_into(tOrP_owner); };
 
     // Pingpong: take our turn on the tensor cores before issuing, hand it to the other warpgroup right after, so
     // its GEMMs run under our softmax (FA3 paper, sec. 3.1).
@@ -141,9 +135,8 @@ struct MainloopFwdSm90Mma {
     // Q K^T GEMM instead of between the P V wait and the next issue (perf-notes forward row 12).
     constexpr bool kRescaleUnderQK = (FLASH3_FWD_EXP & 64) == 0;
 
-    // Trip for key block n_block < the previous one: overlapped S_n and P_{n+1} V_{n+1} (P_{n+1} in p_in; with
-    // kAlternateP the new P goes to p_out before the wait, else to tOrP after it).
-    auto trip_with = [&](int n_block, auto needs_mask, auto& p_in, auto& p_out_owner) CUTLASS_LAMBDA_FUNC_INLINE {
+    // Trip for key block n_block < the previous one: overlapped S_n and P_{n+1} V_{n+1}.
+    auto trip = [&](int n_block, auto needs_mask) CUTLASS_LAMBDA_FUNC_INLINE {
       State const state_prev = state_kv;
       state_kv.advance();
       pipeline_k.consumer_wait(state_kv);
@@ -152,35 +145,20 @@ struct MainloopFwdSm90Mma {
       wgmma_gemm<true>(mma_qk, tSrQ, tSrK(_, _, _, state_kv.index), tSrS);
       // O is not an operand of Q K^T: rescale it while that GEMM runs, before P V accumulates into it.
       if constexpr (kRescaleUnderQK) { rescale_o(correction); }
-      wgmma_gemm<false>(mma_pv, p_in, tOrV(_, _, _, state_prev.index), tOrO);
+      wgmma_gemm<false>(mma_pv, tOrP, tOrV(_, _, _, state_prev.index), tOrO);
       end_issue();
       warpgroup_wait<1>();  // S_n is ready; P V still running
       pipeline_k.consumer_release(state_kv, is_wg_leader);
       score_transform(tSrS_rc, n_block, needs_mask);
       if constexpr ((FLASH3_FWD_EXP & 2) == 0) {
         softmax.template step<false>(tSrS_rc, correction);
-        if constexpr (kAlternateP) { store_p_into(p_out_owner); }
         warpgroup_wait_after<0>(softmax.row_sum[kRowsPerThread - 1]);  // P V done: V's stage and P are free
       } else {
         warpgroup_wait<0>();
       }
-      if constexpr (kAlternateP) { warpgroup_fence_operand(p_in); }  // read by the P V WGMMA up to the wait
       pipeline_v.consumer_release(state_prev, is_wg_leader);
       if constexpr (!kRescaleUnderQK) { rescale_o(correction); }
-      if constexpr (!kAlternateP) { store_p(); }
-    };
-    bool p_in_alt = false;
-    auto trip = [&](int n_block, auto needs_mask) CUTLASS_LAMBDA_FUNC_INLINE {
-      if constexpr (!kAlternateP) {
-        trip_with(n_block, needs_mask, tOrP, tOrP_owner);
-      } else {
-        if (p_in_alt) {
-          trip_with(n_block, needs_mask, tOrP_alt, tOrP_owner);
-        } else {
-          trip_with(n_block, needs_mask, tOrP, tOrP_alt_owner);
-        }
-        p_in_alt = !p_in_alt;
-      }
+      store_p();
     };
 
     --n_block;
@@ -194,11 +172,7 @@ struct MainloopFwdSm90Mma {
     pipeline_v.consumer_wait(state_kv);
     if constexpr (kRescaleUnderQK) { rescale_o(correction); }
     begin_issue();
-    if (p_in_alt) {
-      wgmma_gemm<false>(mma_pv, tOrP_alt, tOrV(_, _, _, state_kv.index), tOrO);
-    } else {
-      wgmma_gemm<false>(mma_pv, tOrP, tOrV(_, _, _, state_kv.index), tOrO);
-    }
+    wgmma_gemm<false>(mma_pv, tOrP, tOrV(_, _, _, state_kv.index), tOrO);
     end_issue();
     warpgroup_wait<0>();
     pipeline_v.consumer_release(state_kv, is_wg_leader);
