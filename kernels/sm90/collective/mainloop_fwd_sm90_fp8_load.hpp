@@ -99,19 +99,13 @@ struct MainloopFwdSm90Fp8Load {
   }
 };
 
-// Byte offset of (r, c) in tile_to_shape(K-major 8-bit swizzle atom, (kRows, C)): atoms of 8 rows x kAtom bytes
-// (kAtom = 128 / 64 / 32 for the 128 / 64 / 32-byte swizzles, as cutlass's ss_smem_selector picks them) laid out
-// column-major, each XOR-ing the 16-byte chunk index with (row % 8) >> (3 - log2(kAtom / 16)). Written out (rather
-// than evaluating the CuTe layout) so the transposer's per-thread constants hoist out of its loop; tests check it
-// against the CuTe layouts (tests/cpp/kernel/test_fp8_gpu.cu, Fp8Transpose).
+// The K-major 8-bit tiles (tile_to_shape of the swizzle atom cutlass's ss_smem_selector picks, as in the traits):
+// atoms of 8 rows x kAtom bytes (kAtom = 128 / 64 / 32 for the 128 / 64 / 32-byte swizzles) laid out column-major,
+// each XOR-ing the 16-byte chunk index with (row % 8) >> shift. The transposer writes these offsets out (rather than
+// evaluating the CuTe layouts) so its per-lane constants hoist out of its loop; tests/cpp/kernel/test_fp8_gpu.cu
+// (Fp8Transpose) checks them against the CuTe layouts.
 constexpr int kmajor_atom_bytes(int cols) { return cols % 128 == 0 ? 128 : cols % 64 == 0 ? 64 : 32; }
-
-template <int kAtom, int kRows>
-CUTLASS_HOST_DEVICE int kmajor_swizzled_offset(int r, int c) {
-  constexpr int kShift = kAtom == 128 ? 0 : kAtom == 64 ? 1 : 2;
-  return (r >> 3) * 8 * kAtom + (c / kAtom) * kRows * kAtom + (r & 7) * kAtom +
-         ((c % kAtom) ^ (((r & 7) >> kShift) << 4));
-}
+constexpr int kmajor_swizzle_shift(int atom_bytes) { return atom_bytes == 128 ? 0 : atom_bytes == 64 ? 1 : 2; }
 
 // Warps 1..3 of the producer warpgroup: V (keys, dv) in sVraw -> V^T (dv, keys) in sVt, for each key block the tile
 // visits, in the same order as the loads.
@@ -137,8 +131,8 @@ struct Fp8VTransposer {
   static constexpr int kUnits = kChunks * kDvGroups;
   static constexpr int kAtomRaw = kmajor_atom_bytes(Traits::kHeadDimV);  // sVraw: (kBlockN, dv)
   static constexpr int kAtomVt = kmajor_atom_bytes(Traits::kBlockN);     // sVt: (dv, kBlockN)
-  static constexpr int kShiftRaw = kAtomRaw == 128 ? 0 : kAtomRaw == 64 ? 1 : 2;
-  static constexpr int kShiftVt = kAtomVt == 128 ? 0 : kAtomVt == 64 ? 1 : 2;
+  static constexpr int kShiftRaw = kmajor_swizzle_shift(kAtomRaw);
+  static constexpr int kShiftVt = kmajor_swizzle_shift(kAtomVt);
   static constexpr int kColGroups = kAtomRaw / 32;  // 32-byte dv groups inside one atom column of sVraw
   // Byte permutes: word for dv row 2a (keys 2t, 2t+1 from the first block, 8+2t, 9+2t from the second) and 2a + 1.
   static constexpr uint32_t kSelEvenRow = 0x6420;
