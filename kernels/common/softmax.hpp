@@ -33,30 +33,6 @@ CUTLASS_DEVICE float fast_exp2(float x) {
 #endif
   return y;
 }
-// 2^x on the FMA pipe: x = n + f with n = round(x) (by the 1.5 * 2^23 rounding trick, plain adds) and f in
-// [-0.5, 0.5]; 2^f by a cubic (relative-error fit, max 7.5e-5: under the rounding of a bf16 / fp16 / e4m3 P); n goes
-// into the exponent field by an integer add. Eight FMA/ALU-pipe instructions instead of one MUFU.EX2: MUFU runs 16
-// lanes a clock per SM against 128 for FMA, so moving a share of the softmax's exponentials here shortens the
-// MUFU-bound part of the chain (docs/perf-notes.md). Inputs below -126 give ~2^-126 (a denormal, not 0); -inf too.
-CUTLASS_DEVICE float exp2_on_fma(float x) {
-  x = fmaxf(x, -126.f);  // keeps n >= -126, so the exponent add cannot wrap below the denormal range
-  constexpr float kRound = 12582912.f;  // 1.5 * 2^23: the sum's low mantissa bits hold round(x), two's complement
-  float const shifted = __fadd_rn(x, kRound);  // _rn: never contracted or reassociated
-  float const f = __fsub_rn(x, __fsub_rn(shifted, kRound));
-  float const p = fmaf(fmaf(fmaf(0.05517167f, f, 0.24261114f), f, 0.69326097f), f, 0.99992806f);
-  // shifted's bit pattern is 0x4B400000 + n; shifted left by 23 the constant part leaves the word: n << 23.
-  return __int_as_float(__float_as_int(p) + (__float_as_int(shifted) << 23));
-}
-
-// The softmax's exponential of column c: every kEmuEvery-th column (0: none) on the FMA pipe, the rest on MUFU.
-template <int kEmuEvery>
-CUTLASS_DEVICE float softmax_exp2(float x, int c) {
-  if constexpr (kEmuEvery > 0) {
-    if (c % kEmuEvery == kEmuEvery - 1) { return exp2_on_fma(x); }
-  }
-  return fast_exp2(x);
-}
-
 CUTLASS_DEVICE float fast_tanh(float x) {
   float y;
   asm("tanh.approx.f32 %0, %1;" : "=f"(y) : "f"(x));
@@ -84,8 +60,7 @@ struct OnlineSoftmax {
 
   // Turns S (rows, cols) into P in place and returns the factor each row's previous O and sum must be scaled by.
   // kIsFirst: no previous block (skips the rescale math).
-  // kExp2EmuEvery: every kExp2EmuEvery-th column's exp2 on the FMA pipe (softmax_exp2; 0 = all on MUFU).
-  template <bool kIsFirst, int kExp2EmuEvery = 0, class TensorS>
+  template <bool kIsFirst, class TensorS>
   CUTLASS_DEVICE void step(TensorS& s, float (&correction)[kRows]) {
     using namespace cute;
     static_assert(decltype(size<0>(s))::value == kRows);
@@ -126,7 +101,7 @@ struct OnlineSoftmax {
       float sum[4] = {0.f, 0.f, 0.f, 0.f};
       CUTE_UNROLL
       for (int c = 0; c < kCols; ++c) {
-        s(r, c) = softmax_exp2<kExp2EmuEvery>(s(r, c) * scale_log2 - m_scaled, c);
+        s(r, c) = fast_exp2(s(r, c) * scale_log2 - m_scaled);
         sum[c % 4] += s(r, c);
       }
       row_sum[r] += (sum[0] + sum[1]) + (sum[2] + sum[3]);

@@ -14,7 +14,6 @@
 
 #include "kernels/common/pipeline_tma.hpp"
 #include "kernels/sm90/fp8_tile_config.hpp"
-#include "kernels/sm90/tile_config.hpp"
 
 namespace flash3 {
 
@@ -62,7 +61,6 @@ struct Fp8FwdTraitsSm90 {
   static constexpr int kBlockM = kConfig.block_m;
   static constexpr int kBlockN = kConfig.block_n;
   static constexpr int kStages = kConfig.stages;
-  static constexpr int kExp2EmuEvery = fwd_exp2_emu_every(kConfig.exp2_emu_every);
   static_assert(kBlockN % 32 == 0, "the P V GEMM's k (keys) comes in 32-element FP8 WGMMA steps");
   static_assert(kHeadDimV % 32 == 0, "the V transpose works on 4 x 4-byte blocks, 8 per 32 columns");
   static constexpr int kNumMmaWarpgroups = kBlockM / 64;

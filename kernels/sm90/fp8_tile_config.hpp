@@ -15,7 +15,6 @@ struct Fp8TileConfig {
   int block_m;
   int block_n;
   int stages;
-  int exp2_emu_every = 0;  // every n-th softmax exp2 on the FMA pipe (softmax.hpp, exp2_on_fma); 0 = all on MUFU
 };
 
 constexpr Fp8TileConfig fp8_tile_config_sm90(int head_dim) {

@@ -22,7 +22,6 @@ struct FwdTraitsSm90 {
   static constexpr int kBlockM = kConfig.block_m;
   static constexpr int kBlockN = kConfig.block_n;
   static constexpr int kStages = kConfig.stages;
-  static constexpr int kExp2EmuEvery = fwd_exp2_emu_every(kConfig.exp2_emu_every);
   static constexpr int kNumMmaWarpgroups = kBlockM / 64;  // each consumer warpgroup owns 64 query rows
   static constexpr int kNumMmaThreads = kNumMmaWarpgroups * cutlass::NumThreadsPerWarpGroup;
   static constexpr int kNumThreads = kNumMmaThreads + cutlass::NumThreadsPerWarpGroup;  // + producer warpgroup

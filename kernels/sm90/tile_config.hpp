@@ -14,8 +14,6 @@
 #ifndef FLASH3_FWD_EXP
 #define FLASH3_FWD_EXP 0
 #endif
-// FLASH3_EXP2_EMU=N (experiments only): every N-th softmax exponential on the FMA pipe in every forward kernel,
-// bf16/fp16 and FP8, overriding the per-head-dim choice below (0 = all on MUFU).
 
 namespace flash3 {
 
@@ -24,17 +22,7 @@ struct FwdTileConfig {
   int block_n;
   int stages;
   bool pingpong;
-  int exp2_emu_every = 0;  // every n-th softmax exp2 on the FMA pipe (softmax.hpp, exp2_on_fma); 0 = all on MUFU
 };
-
-// The share of the softmax's exponentials computed on the FMA pipe instead of MUFU (see exp2_on_fma).
-constexpr int fwd_exp2_emu_every(int configured) {
-#ifdef FLASH3_EXP2_EMU
-  return (void)configured, FLASH3_EXP2_EMU;
-#else
-  return configured;
-#endif
-}
 
 constexpr FwdTileConfig fwd_tile_config_sm90(int head_dim, int head_dim_v, bool has_local) {
   // hdim 64, no mask: 3 consumer warpgroups on 192-row tiles (FA3's shape; no pingpong with 3). Measured on the

@@ -67,7 +67,7 @@ struct Fp8OnlineSoftmax {
     }
   }
 
-  template <bool kIsFirst, int kExp2EmuEvery = 0, class TensorS>
+  template <bool kIsFirst, class TensorS>
   CUTLASS_DEVICE void step(TensorS& s, float c, float (&correction)[kRows]) {
     using namespace cute;
     constexpr int kCols = decltype(size<1>(s))::value;
@@ -97,7 +97,7 @@ struct Fp8OnlineSoftmax {
       float sum[4] = {0.f, 0.f, 0.f, 0.f};
       CUTE_UNROLL
       for (int j = 0; j < kCols; ++j) {
-        s(r, j) = softmax_exp2<kExp2EmuEvery>(fmaf(s(r, j), c, bias), j);
+        s(r, j) = fast_exp2(fmaf(s(r, j), c, bias));
         sum[j % 4] += s(r, j);
       }
       row_sum[r] += (sum[0] + sum[1]) + (sum[2] + sum[3]);
@@ -259,7 +259,7 @@ struct MainloopFwdSm90Fp8Mma {
       } else {
         score_transform(tSrS_rc, n_block, cute::false_type{});
       }
-      softmax.template step<true, Traits::kExp2EmuEvery>(tSrS_rc, c, correction);
+      softmax.template step<true>(tSrS_rc, c, correction);
       store_p(tOrP);
     }
 
@@ -287,7 +287,7 @@ struct MainloopFwdSm90Fp8Mma {
       correction[0] = correction[1] = 1.f;
 #else
       score_transform(tSrS_rc, n_block, needs_mask);
-      softmax.template step<false, Traits::kExp2EmuEvery>(tSrS_rc, c, correction);
+      softmax.template step<false>(tSrS_rc, c, correction);
 #endif
       if constexpr (kAlternateP) { store_p(p_out); }
       FLASH3_TIMELINE_MARK(4);

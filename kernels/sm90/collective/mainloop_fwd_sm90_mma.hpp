@@ -128,7 +128,7 @@ struct MainloopFwdSm90Mma {
       } else {
         score_transform(tSrS_rc, n_block, cute::false_type{});
       }
-      if constexpr ((FLASH3_FWD_EXP & 2) == 0) { softmax.template step<true, Traits::kExp2EmuEvery>(tSrS_rc, correction); }
+      if constexpr ((FLASH3_FWD_EXP & 2) == 0) { softmax.template step<true>(tSrS_rc, correction); }
       store_p();
     }
     // O is rescaled for the previous block's max after Q K^T is issued and before P V: the multiplies run under the
@@ -151,7 +151,7 @@ struct MainloopFwdSm90Mma {
       pipeline_k.consumer_release(state_kv, is_wg_leader);
       score_transform(tSrS_rc, n_block, needs_mask);
       if constexpr ((FLASH3_FWD_EXP & 2) == 0) {
-        softmax.template step<false, Traits::kExp2EmuEvery>(tSrS_rc, correction);
+        softmax.template step<false>(tSrS_rc, correction);
         warpgroup_wait_after<0>(softmax.row_sum[kRowsPerThread - 1]);  // P V done: V's stage and P are free
       } else {
         warpgroup_wait<0>();
