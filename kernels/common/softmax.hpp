@@ -60,8 +60,7 @@ struct OnlineSoftmax {
 
   // Turns S (rows, cols) into P in place and returns the factor each row's previous O and sum must be scaled by.
   // kIsFirst: no previous block (skips the rescale math).
-  // kSumElsewhere: the row sums of P are accumulated by the caller (on the tensor cores), not here; row_sum unused.
-  template <bool kIsFirst, bool kSumElsewhere = false, class TensorS>
+  template <bool kIsFirst, class TensorS>
   CUTLASS_DEVICE void step(TensorS& s, float (&correction)[kRows]) {
     using namespace cute;
     static_assert(decltype(size<0>(s))::value == kRows);
@@ -86,7 +85,7 @@ struct OnlineSoftmax {
         // +inf > slack and a correction of exp2(-inf) = 0 on a zero sum.
         if ((m - row_max[r]) * scale_log2 > kRescaleSlack) {
           correction[r] = fast_exp2((row_max[r] - m) * scale_log2);
-          if constexpr (!kSumElsewhere) { row_sum[r] *= correction[r]; }
+          row_sum[r] *= correction[r];
           row_max[r] = m;
         } else {
           correction[r] = 1.f;
@@ -96,31 +95,25 @@ struct OnlineSoftmax {
         // A row that has seen only masked keys keeps max = -inf; use 0 so exp2(-inf - 0) = 0 rather than NaN.
         m_scaled = (m == -INFINITY) ? 0.f : m * scale_log2;
         correction[r] = fast_exp2(row_max[r] * scale_log2 - m_scaled);
-        if constexpr (!kSumElsewhere) { row_sum[r] *= correction[r]; }
+        row_sum[r] *= correction[r];
         row_max[r] = m;
       }
-      if constexpr (kSumElsewhere) {
-        CUTE_UNROLL
-        for (int c = 0; c < kCols; ++c) { s(r, c) = fast_exp2(s(r, c) * scale_log2 - m_scaled); }
-      } else {
-        float sum[4] = {0.f, 0.f, 0.f, 0.f};
-        CUTE_UNROLL
-        for (int c = 0; c < kCols; ++c) {
-          s(r, c) = fast_exp2(s(r, c) * scale_log2 - m_scaled);
-          sum[c % 4] += s(r, c);
-        }
-        row_sum[r] += (sum[0] + sum[1]) + (sum[2] + sum[3]);
+      float sum[4] = {0.f, 0.f, 0.f, 0.f};
+      CUTE_UNROLL
+      for (int c = 0; c < kCols; ++c) {
+        s(r, c) = fast_exp2(s(r, c) * scale_log2 - m_scaled);
+        sum[c % 4] += s(r, c);
       }
+      row_sum[r] += (sum[0] + sum[1]) + (sum[2] + sum[3]);
     }
   }
 
   // Final normalisation: returns 1/sum per row (0 for rows that saw no key) and writes the natural-log LSE
-  // (-inf for such rows). kSumsComplete: row_sum already holds whole-row sums (no reduction over the quad).
-  template <bool kSumsComplete = false>
+  // (-inf for such rows).
   CUTLASS_DEVICE void finalize(float (&inv_sum)[kRows], float (&lse)[kRows]) {
     CUTE_UNROLL
     for (int r = 0; r < kRows; ++r) {
-      float const sum = kSumsComplete ? row_sum[r] : quad_allreduce_sum(row_sum[r]);
+      float const sum = quad_allreduce_sum(row_sum[r]);
       bool const empty = sum == 0.f || row_max[r] == -INFINITY;
       inv_sum[r] = empty ? 0.f : 1.f / sum;
       lse[r] = empty ? -INFINITY : (row_max[r] * scale_log2 + __log2f(sum)) * float(M_LN2);

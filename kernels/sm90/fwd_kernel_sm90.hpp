@@ -75,10 +75,6 @@ struct FwdKernelSm90 {
       cutlass::arch::ClusterBarrier::init(&smem.q_empty, Traits::kNumMmaWarpgroups);
       cutlass::arch::fence_barrier_init();
     }
-    if constexpr (Traits::kRowSumOnTensorCores) {  // the constant B operand of L += P 1
-      for (int i = threadIdx.x; i < int(smem.ones.size()); i += blockDim.x) { smem.ones[i] = typename Traits::Element(1.f); }
-      cutlass::arch::fence_view_async_shared();  // generic-proxy stores -> the WGMMA's async-proxy reads
-    }
     __syncthreads();
 
     typename Traits::PipelineKV pipeline_k{&smem.pipeline_k};
@@ -106,7 +102,6 @@ struct FwdKernelSm90 {
       int const mma_thread_idx = threadIdx.x - cutlass::NumThreadsPerWarpGroup;
       MainloopFwdSm90Mma<Traits> mainloop;
       typename Traits::TiledMmaPV mma_pv;
-      typename Traits::TiledMmaRowSum mma_sum;
       int const warpgroup = mma_thread_idx / cutlass::NumThreadsPerWarpGroup;
       if constexpr (Traits::kPingpong) {
         if (warpgroup == 1) { pingpong_pass_turn(warpgroup); }
@@ -117,18 +112,11 @@ struct FwdKernelSm90 {
         if (!w.has_rows) { continue; }
         Tensor tOrO = partition_fragment_C(mma_pv, Shape<typename Traits::BlockM, typename Traits::HeadDimV>{});
         clear(tOrO);
-        Tensor tOrL = partition_fragment_C(mma_sum, Shape<typename Traits::BlockM, Int<Traits::kRowSumCols>>{});
-        if constexpr (Traits::kRowSumOnTensorCores) { clear(tOrL); }
         OnlineSoftmax<2> softmax(p.softmax_scale_log2);
         // A tile that sees no key (empty sequence, or masked out entirely) still writes O = 0 and LSE = -inf.
         if (!w.trips.empty()) {
           mainloop.compute_tile(params, smem, pipeline_k, pipeline_v, mma_thread_idx, w.tile, w.mask, w.trips, tOrO,
-                                tOrL, softmax);
-        }
-        if constexpr (Traits::kRowSumOnTensorCores) {  // every column of L holds its row's whole sum
-          Tensor tOrL_rc = make_tensor(tOrL.data(), accumulator_rowcol_layout(tOrL.layout()));
-          CUTE_UNROLL
-          for (int r = 0; r < 2; ++r) { softmax.row_sum[r] = tOrL_rc(r, 0); }
+                                softmax);
         }
         EpilogueFwdSm90<Traits>::store(p, mma_thread_idx, w.tile, w.seq, tOrO, softmax);
       }

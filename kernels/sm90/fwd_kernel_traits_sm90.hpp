@@ -47,20 +47,6 @@ struct FwdTraitsSm90 {
                                  cute::GMMA::Major::K, cute::GMMA::Major::MN>(),
       AtomLayoutMma{}));
 
-  // Row sums of P on the tensor cores: L += P 1 as a second RS WGMMA next to P V, B a constant (8 x kBlockN) tile of
-  // ones in shared memory; the softmax then has no per-element add and the sum needs no quad reduction
-  // (docs/perf-notes.md forward row 17).
-  static constexpr bool kRowSumOnTensorCores = (FLASH3_FWD_EXP & 2048) != 0;
-  static constexpr int kRowSumCols = 8;  // the narrowest WGMMA N; every column holds the same sums
-  using TiledMmaRowSum = decltype(cute::make_tiled_mma(
-      cute::GMMA::rs_op_selector<Element, Element, float, cute::Shape<cute::_64, cute::Int<kRowSumCols>, BlockN>,
-                                 cute::GMMA::Major::K, cute::GMMA::Major::K>(),
-      AtomLayoutMma{}));
-  using SmemLayoutOnes = decltype(cute::tile_to_shape(
-      cutlass::gemm::collective::detail::ss_smem_selector<cute::GMMA::Major::K, Element, cute::Int<kRowSumCols>,
-                                                          BlockN>(),
-      cute::Shape<cute::Int<kRowSumCols>, BlockN>{}));
-
   using SmemLayoutQ = decltype(cute::tile_to_shape(
       cutlass::gemm::collective::detail::ss_smem_selector<cute::GMMA::Major::K, Element, BlockM, HeadDim>(),
       cute::Shape<BlockM, HeadDim>{}));
@@ -103,7 +89,6 @@ struct FwdTraitsSm90 {
     alignas(1024) cute::array_aligned<Element, cute::cosize_v<SmemLayoutQ>> q;
     alignas(1024) cute::array_aligned<Element, cute::cosize_v<SmemLayoutK>> k;
     alignas(1024) cute::array_aligned<Element, cute::cosize_v<SmemLayoutVt>> v;
-    alignas(1024) cute::array_aligned<Element, kRowSumOnTensorCores ? cute::cosize_v<SmemLayoutOnes> : 1> ones;
     typename PipelineKV::SharedStorage pipeline_k;
     typename PipelineKV::SharedStorage pipeline_v;
     uint64_t q_full;   // transaction barrier: Q tile landed

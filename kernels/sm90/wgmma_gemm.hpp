@@ -7,8 +7,7 @@ namespace flash3 {
 
 // Issues one warpgroup GEMM C (+)= A B over all k blocks and commits it as one WGMMA group (no wait).
 // A from registers (RS) needs its registers fenced too; A from shared memory is a tensor of descriptors.
-// kCommit = false leaves the group open, so the next wgmma_gemm joins it (one wait covers both).
-template <bool kZeroInit, bool kCommit = true, class TiledMma, class TensorA, class TensorB, class TensorC>
+template <bool kZeroInit, class TiledMma, class TensorA, class TensorB, class TensorC>
 CUTLASS_DEVICE void wgmma_gemm(TiledMma& mma, TensorA const& tA, TensorB const& tB, TensorC& tC) {
   using namespace cute;
   constexpr bool kARegisters = !is_same_v<typename TensorA::iterator, GMMA::DescriptorIterator>;
@@ -21,7 +20,7 @@ CUTLASS_DEVICE void wgmma_gemm(TiledMma& mma, TensorA const& tA, TensorB const& 
     cute::gemm(mma, tA(_, _, k), tB(_, _, k), tC);
     mma.accumulate_ = GMMA::ScaleOut::One;
   }
-  if constexpr (kCommit) { warpgroup_commit_batch(); }
+  warpgroup_commit_batch();
   warpgroup_fence_operand(tC);
   if constexpr (kARegisters) { warpgroup_fence_operand(const_cast<TensorA&>(tA)); }
 }

@@ -23,7 +23,7 @@ struct EpilogueFwdSm90 {
                                    TensorO& tOrO, OnlineSoftmax<kRowsPerThread>& softmax) {
     using namespace cute;
     float inv_sum[kRowsPerThread], lse[kRowsPerThread];
-    softmax.template finalize<Traits::kRowSumOnTensorCores>(inv_sum, lse);
+    softmax.finalize(inv_sum, lse);
 
     typename Traits::TiledMmaPV mma_pv;
     auto thr_pv = mma_pv.get_thread_slice(mma_thread_idx);

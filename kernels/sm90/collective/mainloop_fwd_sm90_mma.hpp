@@ -42,15 +42,12 @@ struct MainloopFwdSm90Mma {
   State state_kv;
   uint32_t phase_q = 0;
 
-  static constexpr bool kRowSumOnTensorCores = Traits::kRowSumOnTensorCores;
-
-  // Runs the key-block loop of one tile; leaves the unnormalised O in tOrO and the row statistics in softmax (the
-  // row sums in tOrL instead when Traits::kRowSumOnTensorCores; tOrL unused otherwise).
-  template <class Params, class TensorO, class TensorL>
+  // Runs the key-block loop of one tile; leaves the unnormalised O in tOrO and the row statistics in softmax.
+  template <class Params, class TensorO>
   CUTLASS_DEVICE void compute_tile(Params const& params, typename Traits::SharedStorage& smem,
                                    PipelineKV const& pipeline_k, PipelineKV const& pipeline_v, int mma_thread_idx,
                                    TileCoord tile, Mask const& mask, typename Mask::Trips const& trips,
-                                   TensorO& tOrO, TensorL& tOrL, OnlineSoftmax<kRowsPerThread>& softmax) {
+                                   TensorO& tOrO, OnlineSoftmax<kRowsPerThread>& softmax) {
     using namespace cute;
     bool const is_wg_leader = (threadIdx.x % cutlass::NumThreadsPerWarpGroup) == 0;
 
@@ -71,10 +68,6 @@ struct MainloopFwdSm90Mma {
     Tensor tScS = thr_qk.partition_C(make_identity_tensor(TileShapeS{}));
     Tensor tScS_rc = make_tensor(tScS.data(), accumulator_rowcol_layout(tScS.layout()));
     Tensor tOrO_rc = make_tensor(tOrO.data(), accumulator_rowcol_layout(tOrO.layout()));
-    Tensor tOrL_rc = make_tensor(tOrL.data(), accumulator_rowcol_layout(tOrL.layout()));
-    typename Traits::TiledMmaRowSum mma_sum;
-    Tensor sOnes = make_tensor(make_smem_ptr(smem.ones.data()), typename Traits::SmemLayoutOnes{});
-    Tensor tLrOnes = mma_sum.get_thread_slice(mma_thread_idx).partition_fragment_B(sOnes);  // (MMA, MMA_N, MMA_K)
     // P in the input precision, viewed as the A operand of the P V WGMMA.
     Tensor tOrP_owner = cute::make_tensor<Element>(tSrS.layout());
     Tensor tOrP = make_tensor(tOrP_owner.data(), accumulator_as_a_operand_layout(tOrP_owner.layout()));
@@ -99,19 +92,6 @@ struct MainloopFwdSm90Mma {
       for (int r = 0; r < kRowsPerThread; ++r) {
         CUTE_UNROLL
         for (int c = 0; c < size<1>(tOrO_rc); ++c) { tOrO_rc(r, c) *= correction[r]; }
-        if constexpr (kRowSumOnTensorCores) {
-          CUTE_UNROLL
-          for (int c = 0; c < size<1>(tOrL_rc); ++c) { tOrL_rc(r, c) *= correction[r]; }
-        }
-      }
-    };
-    // O += P V and, with the row sums on the tensor cores, L += P 1 in the same WGMMA group.
-    auto issue_pv = [&](int stage) CUTLASS_LAMBDA_FUNC_INLINE {
-      if constexpr (kRowSumOnTensorCores) {
-        wgmma_gemm<false, false>(mma_pv, tOrP, tOrV(_, _, _, stage), tOrO);
-        wgmma_gemm<false>(mma_sum, tOrP, tLrOnes, tOrL);
-      } else {
-        wgmma_gemm<false>(mma_pv, tOrP, tOrV(_, _, _, stage), tOrO);
       }
     };
     auto store_p = [&]() CUTLASS_LAMBDA_FUNC_INLINE {
@@ -148,7 +128,7 @@ struct MainloopFwdSm90Mma {
       } else {
         score_transform(tSrS_rc, n_block, cute::false_type{});
       }
-      if constexpr ((FLASH3_FWD_EXP & 2) == 0) { softmax.template step<true, kRowSumOnTensorCores>(tSrS_rc, correction); }
+      if constexpr ((FLASH3_FWD_EXP & 2) == 0) { softmax.template step<true>(tSrS_rc, correction); }
       store_p();
     }
     // O is rescaled for the previous block's max after Q K^T is issued and before P V: the multiplies run under the
@@ -165,15 +145,14 @@ struct MainloopFwdSm90Mma {
       wgmma_gemm<true>(mma_qk, tSrQ, tSrK(_, _, _, state_kv.index), tSrS);
       // O is not an operand of Q K^T: rescale it while that GEMM runs, before P V accumulates into it.
       if constexpr (kRescaleUnderQK) { rescale_o(correction); }
-      issue_pv(state_prev.index);
+      wgmma_gemm<false>(mma_pv, tOrP, tOrV(_, _, _, state_prev.index), tOrO);
       end_issue();
       warpgroup_wait<1>();  // S_n is ready; P V still running
       pipeline_k.consumer_release(state_kv, is_wg_leader);
       score_transform(tSrS_rc, n_block, needs_mask);
       if constexpr ((FLASH3_FWD_EXP & 2) == 0) {
-        softmax.template step<false, kRowSumOnTensorCores>(tSrS_rc, correction);
-        // P V done: V's stage and P are free. The dependency is the softmax's last result.
-        warpgroup_wait_after<0>(kRowSumOnTensorCores ? tSrS(size(tSrS) - 1) : softmax.row_sum[kRowsPerThread - 1]);
+        softmax.template step<false>(tSrS_rc, correction);
+        warpgroup_wait_after<0>(softmax.row_sum[kRowsPerThread - 1]);  // P V done: V's stage and P are free
       } else {
         warpgroup_wait<0>();
       }
@@ -193,7 +172,7 @@ struct MainloopFwdSm90Mma {
     pipeline_v.consumer_wait(state_kv);
     if constexpr (kRescaleUnderQK) { rescale_o(correction); }
     begin_issue();
-    issue_pv(state_kv.index);
+    wgmma_gemm<false>(mma_pv, tOrP, tOrV(_, _, _, state_kv.index), tOrO);
     end_issue();
     warpgroup_wait<0>();
     pipeline_v.consumer_release(state_kv, is_wg_leader);
