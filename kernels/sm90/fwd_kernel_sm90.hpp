@@ -71,8 +71,7 @@ struct FwdKernelSm90 {
       cute::prefetch_tma_descriptor(params.tma_v.get_tma_descriptor());
       Traits::PipelineKV::init(&smem.pipeline_k, Traits::kNumMmaWarpgroups);
       Traits::PipelineKV::init(&smem.pipeline_v, Traits::kNumMmaWarpgroups);
-      cutlass::arch::ClusterTransactionBarrier::init(&smem.q_full, 1);
-      cutlass::arch::ClusterBarrier::init(&smem.q_empty, Traits::kNumMmaWarpgroups);
+      Traits::PipelineQ::init(&smem.pipeline_q, Traits::kNumMmaWarpgroups);
       cutlass::arch::fence_barrier_init();
     }
     __syncthreads();

@@ -83,16 +83,22 @@ struct FwdTraitsSm90 {
   static constexpr uint32_t kTmaBytesV = kBlockN * kHeadDimV * sizeof(Element);
 
   using PipelineKV = TmaPipeline<kStages>;
+  // Q is double-buffered where shared memory has room (hdim <= 128): the producer loads the next tile's Q while the
+  // current tile runs, instead of after the consumers released Q near its end (perf-notes forward row 18).
+  // FLASH3_FWD_EXP & 2048 forces one buffer (A/B).
+  static constexpr int kQStages =
+      ((FLASH3_FWD_EXP & 2048) == 0 &&
+       2 * kTmaBytesQ + kStages * (kTmaBytesK + kTmaBytesV) + 1024 <= 227 * 1024) ? 2 : 1;
+  using PipelineQ = TmaPipeline<kQStages>;
 
   struct SharedStorage {
     // 128-byte swizzled tiles need 1024-byte alignment.
-    alignas(1024) cute::array_aligned<Element, cute::cosize_v<SmemLayoutQ>> q;
+    alignas(1024) cute::array_aligned<Element, kQStages * cute::cosize_v<SmemLayoutQ>> q;
     alignas(1024) cute::array_aligned<Element, cute::cosize_v<SmemLayoutK>> k;
     alignas(1024) cute::array_aligned<Element, cute::cosize_v<SmemLayoutVt>> v;
     typename PipelineKV::SharedStorage pipeline_k;
     typename PipelineKV::SharedStorage pipeline_v;
-    uint64_t q_full;   // transaction barrier: Q tile landed
-    uint64_t q_empty;  // consumers are done with the Q tile (one arrival per consumer warpgroup)
+    typename PipelineQ::SharedStorage pipeline_q;  // one stage per Q buffer
     int next_tile;  // dynamic tile walk: the index handed from the producer warp to the consumers
   };
   static constexpr int kSharedStorageBytes = sizeof(SharedStorage);

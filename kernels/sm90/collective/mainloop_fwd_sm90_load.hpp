@@ -1,6 +1,6 @@
 // Producer side of the sm90 forward mainloop: one thread of the producer warpgroup issues every TMA load.
 //
-// Per tile: Q once (after the consumers released the previous Q), then K and V for each key block the mask lets
+// Per tile: Q once (into the buffer the consumers released last, see kQStages), then K and V for each key block the mask lets
 // the tile visit, from the highest block to the lowest (the masked blocks come first, see kernels/common/mask.hpp).
 // K and V have separate pipelines so the next S = Q K^T can start while V is still in flight.
 #pragma once
@@ -26,7 +26,7 @@ struct MainloopFwdSm90Load {
   // load; each pipeline still sees its loads in block order, which is all the consumers rely on.
   State state_k;
   State state_v;
-  uint32_t phase_q = 0;
+  PipelineState<Traits::kQStages> state_q;
 
   // Global (TMA coordinate) tensors of one (head, batch): rows offset by the varlen start.
   template <class Params>
@@ -39,7 +39,8 @@ struct MainloopFwdSm90Load {
     int const batch_coord = varlen ? 0 : tile.batch;
     int const head_k = tile.head / (p.num_heads / p.num_heads_k);
 
-    Tensor sQ = make_tensor(make_smem_ptr(smem.q.data()), typename Traits::SmemLayoutQ{});
+    Tensor sQ = make_tensor(make_smem_ptr(smem.q.data() + state_q.index * cute::cosize_v<typename Traits::SmemLayoutQ>),
+                            typename Traits::SmemLayoutQ{});
     Tensor sK = make_tensor(make_smem_ptr(smem.k.data()), typename Traits::SmemLayoutK{});
     Tensor sVt = make_tensor(make_smem_ptr(smem.v.data()), typename Traits::SmemLayoutVt{});
 
@@ -65,11 +66,11 @@ struct MainloopFwdSm90Load {
     Tensor tVgV = get<0>(tV);
     Tensor tVsV = get<1>(tV);
 
-    // Q: wait until every consumer warpgroup released the previous tile's Q (the first wait passes at once).
-    cutlass::arch::ClusterBarrier::wait(&smem.q_empty, phase_q ^ 1);
-    cutlass::arch::ClusterTransactionBarrier::arrive_and_expect_tx(&smem.q_full, Traits::kTmaBytesQ);
-    copy(params.tma_q.with(smem.q_full), tQgQ, tQsQ);
-    phase_q ^= 1;
+    // Q: wait until every consumer warpgroup released this buffer's previous tile (the first waits pass at once).
+    typename Traits::PipelineQ const pipeline_q{&smem.pipeline_q};
+    pipeline_q.producer_acquire(state_q, Traits::kTmaBytesQ);
+    copy(params.tma_q.with(*pipeline_q.full_barrier(state_q)), tQgQ, tQsQ);
+    state_q.advance();
 
     auto load_k = [&](int n_block) {
       pipeline_k.producer_acquire(state_k, Traits::kTmaBytesK);

@@ -40,7 +40,7 @@ struct MainloopFwdSm90Mma {
   static constexpr int kRowsPerThread = 2;  // rows r and r + 8 of the warpgroup's 64
 
   State state_kv;
-  uint32_t phase_q = 0;
+  PipelineState<Traits::kQStages> state_q;
 
   // Runs the key-block loop of one tile; leaves the unnormalised O in tOrO and the row statistics in softmax.
   template <class Params, class TensorO>
@@ -51,7 +51,8 @@ struct MainloopFwdSm90Mma {
     using namespace cute;
     bool const is_wg_leader = (threadIdx.x % cutlass::NumThreadsPerWarpGroup) == 0;
 
-    Tensor sQ = make_tensor(make_smem_ptr(smem.q.data()), typename Traits::SmemLayoutQ{});
+    Tensor sQ = make_tensor(make_smem_ptr(smem.q.data() + state_q.index * cute::cosize_v<typename Traits::SmemLayoutQ>),
+                            typename Traits::SmemLayoutQ{});
     Tensor sK = make_tensor(make_smem_ptr(smem.k.data()), typename Traits::SmemLayoutK{});
     Tensor sVt = make_tensor(make_smem_ptr(smem.v.data()), typename Traits::SmemLayoutVt{});
 
@@ -110,8 +111,8 @@ struct MainloopFwdSm90Mma {
       if constexpr (Traits::kPingpong) { pingpong_pass_turn(warpgroup); }
     };
 
-    cutlass::arch::ClusterTransactionBarrier::wait(&smem.q_full, phase_q);
-    phase_q ^= 1;
+    typename Traits::PipelineQ const pipeline_q{&smem.pipeline_q};
+    pipeline_q.consumer_wait(state_q);
 
     // First trip (highest key block): S only, no P V yet. It is always a masked trip unless the block is interior.
     int n_block = trips.n_end - 1;
@@ -167,7 +168,8 @@ struct MainloopFwdSm90Mma {
     for (; n_block >= trips.n_begin; --n_block) { trip(n_block, cute::true_type{}); }
 
     // Q is no longer read: let the producer bring the next tile's Q while the last P V and the epilogue run.
-    if (is_wg_leader) { cutlass::arch::ClusterBarrier::arrive(&smem.q_empty); }
+    pipeline_q.consumer_release(state_q, is_wg_leader);
+    state_q.advance();
 
     pipeline_v.consumer_wait(state_kv);
     if constexpr (kRescaleUnderQK) { rescale_o(correction); }
