@@ -83,11 +83,12 @@ struct FwdTraitsSm90 {
   static constexpr uint32_t kTmaBytesV = kBlockN * kHeadDimV * sizeof(Element);
 
   using PipelineKV = TmaPipeline<kStages>;
-  // Q is double-buffered where shared memory has room (hdim <= 128): the producer loads the next tile's Q while the
-  // current tile runs, instead of after the consumers released Q near its end (perf-notes forward row 18).
-  // FLASH3_FWD_EXP & 2048 forces one buffer (A/B).
+  // Q is double-buffered for hdim 96-128 (where shared memory has room): the producer loads the next tile's Q while
+  // the current tile runs, instead of after the consumers released Q near its end. Measured (perf-notes forward
+  // row 18): hdim 128 +2-3% at seqlen 512-1k, neutral at long seqlens; hdim 64 unmasked (3 warpgroups, 160
+  // registers) -4% at 16k, so it keeps one. FLASH3_FWD_EXP & 2048 forces one buffer (A/B).
   static constexpr int kQStages =
-      ((FLASH3_FWD_EXP & 2048) == 0 &&
+      ((FLASH3_FWD_EXP & 2048) == 0 && kHeadDim > 64 &&
        2 * kTmaBytesQ + kStages * (kTmaBytesK + kTmaBytesV) + 1024 <= 227 * 1024) ? 2 : 1;
   using PipelineQ = TmaPipeline<kQStages>;
 
