@@ -4,44 +4,19 @@
 //   P^T  = exp2(score * scale_log2 - lse_log2[query])
 //   dS^T = P^T * (dP^T - D[query])            (times d score / d s = 1 - tanh^2 with softcap)
 //
-// Expects the S^T GEMM complete and the dP^T GEMM the only one in flight (waits for it itself). The per-query
-// statistics come in registers (BwdQueryStats), loaded from shared memory before the wait for S^T: read after it,
-// the exps' first FMAs waited on those loads (ncu: ~9% of the hdim-128 kernel's stall samples).
+// Expects the S^T GEMM complete and the dP^T GEMM the only one in flight (waits for it itself).
 #pragma once
-
-#include <utility>
 
 #include <cute/tensor.hpp>
 
 #include "kernels/common/bwd_params.hpp"
 #include "kernels/common/softmax.hpp"
-#include "kernels/sm90/wgmma_gemm.hpp"
 
 namespace flash3 {
 
-// lse_log2 and D of the queries (columns) this thread's score fragment covers.
-template <int kCols>
-struct BwdQueryStats {
-  float lse_log2[kCols];
-  float dpsum[kCols];
-
-  template <class TensorC>
-  CUTLASS_DEVICE void load(float const* lse_log2_smem, float const* dpsum_smem, TensorC const& tScS_rc) {
-    CUTE_UNROLL
-    for (int c = 0; c < kCols; ++c) {
-      int const q = int(cute::get<1>(tScS_rc(0, c)));
-      lse_log2[c] = lse_log2_smem[q];
-      dpsum[c] = dpsum_smem[q];
-    }
-  }
-};
-
-template <class TensorC>
-using BwdQueryStatsFor = BwdQueryStats<decltype(cute::size<1>(std::declval<TensorC>()))::value>;
-
-template <class Traits, class Work, class TensorS, class TensordP, class TensorC, int kCols>
-CUTLASS_DEVICE void bwd_scores_to_p_ds(BwdParams const& p, Work const& work, int m_block,
-                                       BwdQueryStats<kCols> const& stats, TensorS& tSrS_rc, TensordP& tdPrdP_rc,
+template <class Traits, class Work, class TensorS, class TensordP, class TensorC>
+CUTLASS_DEVICE void bwd_scores_to_p_ds(BwdParams const& p, Work const& work, int m_block, float const* lse_log2,
+                                       float const* dpsum, TensorS& tSrS_rc, TensordP& tdPrdP_rc,
                                        TensorC const& tScS_rc) {
   using namespace cute;
   float const scale_log2 = p.softmax_scale_log2;
@@ -56,18 +31,16 @@ CUTLASS_DEVICE void bwd_scores_to_p_ds(BwdParams const& p, Work const& work, int
     // The exps run while the dP^T GEMM is still on the tensor cores.
     CUTE_UNROLL
     for (int c = 0; c < size<1>(tSrS_rc); ++c) {
-      float const lse = stats.lse_log2[c];
+      float const lse = lse_log2[int(get<1>(tScS_rc(0, c)))];
       CUTE_UNROLL
       for (int r = 0; r < size<0>(tSrS_rc); ++r) {
         tSrS_rc(r, c) = fast_exp2(tSrS_rc(r, c) * scale_log2 - lse);
       }
     }
-    // dP^T ready. A plain wait is hoisted by ptxas above all but one of the exps (SASS), so they would not run
-    // under the dP^T GEMM; a branch on the last exp pins it below them (see warpgroup_wait_after).
-    warpgroup_wait_after<0>(tSrS_rc(size(tSrS_rc) - 1));
+    warpgroup_wait<0>();  // dP^T ready
     CUTE_UNROLL
     for (int c = 0; c < size<1>(tdPrdP_rc); ++c) {
-      float const d = stats.dpsum[c];
+      float const d = dpsum[int(get<1>(tScS_rc(0, c)))];
       CUTE_UNROLL
       for (int r = 0; r < size<0>(tdPrdP_rc); ++r) {
         tdPrdP_rc(r, c) = tSrS_rc(r, c) * (tdPrdP_rc(r, c) - d);
@@ -80,8 +53,8 @@ CUTLASS_DEVICE void bwd_scores_to_p_ds(BwdParams const& p, Work const& work, int
     warpgroup_wait<0>();
     CUTE_UNROLL
     for (int c = 0; c < size<1>(tSrS_rc); ++c) {
-      float const lse = stats.lse_log2[c];
-      float const d = stats.dpsum[c];
+      float const lse = lse_log2[int(get<1>(tScS_rc(0, c)))];
+      float const d = dpsum[int(get<1>(tScS_rc(0, c)))];
       CUTE_UNROLL
       for (int r = 0; r < size<0>(tSrS_rc); ++r) {
         float const t = tSrS_rc(r, c);

@@ -89,11 +89,9 @@ struct MainloopBwdSm90Mma {
         wgmma_gemm<true>(mma_s, tSrK, tSrQ(_, _, _, state.index), tSrS);
         pipeline_do.consumer_wait(state);
         wgmma_gemm<true>(mma_dp, tdPrV, tdPrdO(_, _, _, state.index), tdPrdP);
-        BwdQueryStatsFor<decltype(tScS_rc)> stats;  // before the wait: the loads run under the GEMMs
-        stats.load(smem.lse_log2[state.index], smem.dpsum[state.index], tScS_rc);
         warpgroup_wait<1>();  // S^T ready, dP^T still running
 
-        bwd_scores_to_p_ds<Traits>(p, work, m_block, stats, tSrS_rc,
+        bwd_scores_to_p_ds<Traits>(p, work, m_block, smem.lse_log2[state.index], smem.dpsum[state.index], tSrS_rc,
                                    tdPrdP_rc, tScS_rc);
 
         Tensor rP = convert_fragment<Element>(tSrS);

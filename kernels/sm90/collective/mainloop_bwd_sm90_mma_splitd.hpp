@@ -98,10 +98,8 @@ struct MainloopBwdSm90MmaSplitD {
         wgmma_gemm<true>(mma_s, tSrK, tSrQ(_, _, _, state.index), tSrS);
         pipeline_do.consumer_wait(state);
         wgmma_gemm<true>(mma_dp, tdPrV, tdPrdO(_, _, _, state.index), tdPrdP);
-        BwdQueryStatsFor<decltype(tScS_rc)> stats;  // before the wait: the loads run under the GEMMs
-        stats.load(smem.lse_log2[state.index], smem.dpsum[state.index], tScS_rc);
         warpgroup_wait<1>();
-        bwd_scores_to_p_ds<Traits>(p, work, m_block, stats, tSrS_rc,
+        bwd_scores_to_p_ds<Traits>(p, work, m_block, smem.lse_log2[state.index], smem.dpsum[state.index], tSrS_rc,
                                    tdPrdP_rc, tScS_rc);
         if (p.deterministic && visit > 0) {  // the previous block's turn (recomputed: no register held across)
           pass_dq_turn(p.dq_semaphore + scratch_row / Traits::kBlockM + work.order.m_at(visit - 1), is_consumer_leader,
