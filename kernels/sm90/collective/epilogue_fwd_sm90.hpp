@@ -74,8 +74,6 @@ struct EpilogueFwdSm90 {
     int const t = mma_thread_idx % cutlass::NumThreadsPerWarpGroup;
     int const wg_row0 = warpgroup * kRowsPerWarpgroup;
     int const rows_left = seq.seqlen_q - (tile.m_block * Traits::kBlockM + wg_row0);  // rows of this WG in range
-    typename Traits::SmemLayoutQ const layout_o;
-    uint32_t const smem_o_addr = cute::cast_smem_ptr_to_uint(smem_o);
     Element* o_rows = static_cast<Element*>(p.out) + tile.batch * p.o_batch_stride + tile.head * p.o_head_stride +
                       (seq.offset_q + int64_t(tile.m_block) * Traits::kBlockM + wg_row0) * p.o_row_stride;
     CUTE_UNROLL
@@ -83,12 +81,7 @@ struct EpilogueFwdSm90 {
       int const chunk = i * cutlass::NumThreadsPerWarpGroup + t;
       int const row = chunk / kChunksPerRow;
       int const col = (chunk % kChunksPerRow) * 8;
-      // ld.shared explicitly: through a generic pointer the compiler emits generic LD.E (slower than LDS).
-      uint32_t const addr = smem_o_addr + uint32_t(layout_o(wg_row0 + row, col)) * uint32_t(sizeof(Element));
-      uint4 v;
-      asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];"
-                   : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-                   : "r"(addr));
+      uint4 const v = *reinterpret_cast<uint4 const*>(&sO(wg_row0 + row, col));
       if (row < rows_left && col < p.head_dim_v) { *reinterpret_cast<uint4*>(o_rows + row * p.o_row_stride + col) = v; }
     }
     // Every thread's reads are done before the caller hands the buffer back to the producer (TMA, async proxy).
