@@ -13,9 +13,6 @@ enum class FwdNamedBarrier : uint32_t {
   // Dynamic tile walk: hand-over of the next tile index from the producer warp to the consumers.
   kTileReady = 3,
   kTileConsumed = 4,
-  // Staged epilogue: warpgroup w's O rows are in shared memory (kEpilogueWG1 + w, 128 threads each).
-  kEpilogueWG1 = 5,
-  kEpilogueWG2 = 6,
 };
 
 // Named-barrier ids of the backward kernels (a separate kernel, so the ids may overlap the forward's).

@@ -116,12 +116,6 @@ struct FwdKernelSm90 {
         if (!w.trips.empty()) {
           mainloop.compute_tile(params, smem, pipeline_k, pipeline_v, mma_thread_idx, w.tile, w.mask, w.trips, tOrO,
                                 softmax);
-          if constexpr (Traits::kStagedEpilogue) {
-            EpilogueFwdSm90<Traits>::store_staged(p, mma_thread_idx, w.tile, w.seq, tOrO, softmax,
-                                                  mainloop.q_buffer(smem));
-            mainloop.release_q(smem, threadIdx.x % cutlass::NumThreadsPerWarpGroup == 0);
-            continue;
-          }
         }
         EpilogueFwdSm90<Traits>::store(p, mma_thread_idx, w.tile, w.seq, tOrO, softmax);
       }

@@ -91,10 +91,6 @@ struct FwdTraitsSm90 {
       ((FLASH3_FWD_EXP & 2048) == 0 && kHeadDim > 64 &&
        2 * kTmaBytesQ + kStages * (kTmaBytesK + kTmaBytesV) + 1024 <= 227 * 1024) ? 2 : 1;
   using PipelineQ = TmaPipeline<kQStages>;
-  // Staged epilogue (epilogue_fwd_sm90.hpp): O goes registers -> shared memory -> 16-byte coalesced stores, staged in
-  // the tile's own Q buffer (each warpgroup overwrites only its own Q rows, after its last Q K^T). Needs the second Q
-  // buffer (the producer refills this one only two tiles later) and dv == d (O has Q's shape and layout).
-  static constexpr bool kStagedEpilogue = kQStages == 2 && kHeadDimV == kHeadDim && (FLASH3_FWD_EXP & 4096) == 0;
 
   struct SharedStorage {
     // 128-byte swizzled tiles need 1024-byte alignment.

@@ -42,16 +42,6 @@ struct MainloopFwdSm90Mma {
   State state_kv;
   PipelineState<Traits::kQStages> state_q;
 
-  // The current tile's Q buffer (the staged epilogue reuses it for O) and its release to the producer.
-  CUTLASS_DEVICE Element* q_buffer(typename Traits::SharedStorage& smem) const {
-    return smem.q.data() + state_q.index * cute::cosize_v<typename Traits::SmemLayoutQ>;
-  }
-  CUTLASS_DEVICE void release_q(typename Traits::SharedStorage& smem, bool is_wg_leader) {
-    typename Traits::PipelineQ const pipeline_q{&smem.pipeline_q};
-    pipeline_q.consumer_release(state_q, is_wg_leader);
-    state_q.advance();
-  }
-
   // Runs the key-block loop of one tile; leaves the unnormalised O in tOrO and the row statistics in softmax.
   template <class Params, class TensorO>
   CUTLASS_DEVICE void compute_tile(Params const& params, typename Traits::SharedStorage& smem,
@@ -178,7 +168,8 @@ struct MainloopFwdSm90Mma {
     for (; n_block >= trips.n_begin; --n_block) { trip(n_block, cute::true_type{}); }
 
     // Q is no longer read: let the producer bring the next tile's Q while the last P V and the epilogue run.
-    if constexpr (!Traits::kStagedEpilogue) { release_q(smem, is_wg_leader); }  // else after the epilogue
+    pipeline_q.consumer_release(state_q, is_wg_leader);
+    state_q.advance();
 
     pipeline_v.consumer_wait(state_kv);
     if constexpr (kRescaleUnderQK) { rescale_o(correction); }
