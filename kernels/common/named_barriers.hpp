@@ -10,9 +10,9 @@ enum class FwdNamedBarrier : uint32_t {
   // arrives there once it has issued its own, so the two warpgroups take turns on the tensor cores.
   kWarpSchedulerWG1 = 0,
   kWarpSchedulerWG2 = 1,
-  // Dynamic tile walk: hand-over of the next tile index from the producer warp to the consumers (the way back is an
-  // mbarrier, see tile_scheduler.hpp).
+  // Dynamic tile walk: hand-over of the next tile index from the producer warp to the consumers.
   kTileReady = 3,
+  kTileConsumed = 4,
 };
 
 // Named-barrier ids of the backward kernels (a separate kernel, so the ids may overlap the forward's).

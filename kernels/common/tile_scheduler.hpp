@@ -39,8 +39,6 @@ struct HeadMajorTileOrder {
 };
 
 struct StaticTileWalk {
-  template <class Storage>
-  CUTLASS_DEVICE static void init(Storage&) {}
   CUTLASS_DEVICE int first() const { return blockIdx.x; }
   template <class Storage>
   CUTLASS_DEVICE int producer_next(int tile, Storage&, int) const { return tile + gridDim.x; }
@@ -50,14 +48,11 @@ struct StaticTileWalk {
   CUTLASS_DEVICE int consumer_next(int tile, Storage&, int) const { return tile + gridDim.x; }
 };
 
-// The producer warp draws the next index (one atomic per tile) and hands it to the consumer warps through one
-// shared-memory slot guarded by a named barrier and an mbarrier: kTileReady (producer arrives after writing, consumers
-// wait) and tile_consumed (one arrival per consumer warp after its reads, the producer waits before the next write).
-// The second is what keeps the producer from running more than one index ahead: tiles it skips (nothing to load) cost
-// it no other wait. It is an mbarrier rather than a second named barrier because compute-sanitizer racecheck does not
-// order a read before a named-barrier arrive against a write after the matching sync: with several tiles per CTA it
-// reported ~3000 potential WAR hazards on the slot (perf-notes forward row 21); with the mbarrier it follows the
-// release / acquire. The producer's final wait (finish()) consumes the consumers' last arrival.
+// The producer warp draws the next index (one atomic per tile) and hands it to the consumer warpgroups through one
+// shared-memory slot guarded by two named barriers: kTileReady (producer arrives after writing, consumers wait) and
+// kTileConsumed (consumers arrive after reading, the producer waits before the next write). The second barrier is
+// what keeps the producer from running more than one index ahead: tiles it skips (nothing to load) cost it no other
+// wait. The producer's final wait (finish()) consumes the consumers' last arrival, so no barrier is left half-used.
 //
 // When the grid covers every tile (one tile per CTA) there is nothing to balance: the launcher then passes a null
 // counter, and the walk ends after the first tile with no atomic and no zeroing memset before the launch (a memset
@@ -67,13 +62,6 @@ struct DynamicTileWalk {
   int* counter;  // zeroed before the launch; null when gridDim.x covers every tile
 
   static constexpr uint32_t kBarrierThreads = kNumConsumerThreads + cutlass::NumThreadsPerWarp;
-  static constexpr uint32_t kConsumerWarps = kNumConsumerThreads / cutlass::NumThreadsPerWarp;
-
-  // One thread, before the kernel's first __syncthreads().
-  template <class Storage>
-  CUTLASS_DEVICE static void init(Storage& smem) {
-    cutlass::arch::ClusterBarrier::init(&smem.tile_consumed, kConsumerWarps);
-  }
 
   CUTLASS_DEVICE int first() const { return blockIdx.x; }
 
@@ -84,22 +72,20 @@ struct DynamicTileWalk {
     // Without a counter gridDim.x == #tiles, so gridDim.x itself ends the walk.
     if (cute::elect_one_sync()) { next = (counter != nullptr ? atomicAdd(counter, 1) : 0) + int(gridDim.x); }
     next = __shfl_sync(0xffffffff, next, 0);
-    // Hand-over `count` waits until every consumer warp read hand-over count - 1 (mbarrier phase count - 1).
-    if (count > 0) { cutlass::arch::ClusterBarrier::wait(&smem.tile_consumed, (count - 1) & 1); }
+    if (count > 0) { named_barrier_sync(kBarrierThreads, FwdNamedBarrier::kTileConsumed); }
     if (cute::elect_one_sync()) { smem.next_tile = next; }
     named_barrier_arrive(kBarrierThreads, FwdNamedBarrier::kTileReady);
     return next;
   }
   template <class Storage>
-  CUTLASS_DEVICE void producer_finish(Storage& smem, int count) const {
-    if (count > 0) { cutlass::arch::ClusterBarrier::wait(&smem.tile_consumed, (count - 1) & 1); }
+  CUTLASS_DEVICE void producer_finish(Storage&, int count) const {
+    if (count > 0) { named_barrier_sync(kBarrierThreads, FwdNamedBarrier::kTileConsumed); }
   }
   template <class Storage>
   CUTLASS_DEVICE int consumer_next(int, Storage& smem, int) const {
     named_barrier_sync(kBarrierThreads, FwdNamedBarrier::kTileReady);
     int const next = smem.next_tile;
-    __syncwarp();  // the whole warp has read the slot before its one arrival
-    if (cute::elect_one_sync()) { cutlass::arch::ClusterBarrier::arrive(&smem.tile_consumed); }
+    named_barrier_arrive(kBarrierThreads, FwdNamedBarrier::kTileConsumed);
     return next;
   }
 };

@@ -70,7 +70,6 @@ struct Fp8FwdKernelSm90 {
       Traits::PipelineVt::init(&smem.pipeline_vt, Traits::kNumTransposeWarps, Traits::kNumMmaWarpgroups);
       cutlass::arch::ClusterTransactionBarrier::init(&smem.q_full, 1);
       cutlass::arch::ClusterBarrier::init(&smem.q_empty, Traits::kNumMmaWarpgroups);
-      TileWalk::init(smem);
       cutlass::arch::fence_barrier_init();
     }
     __syncthreads();

@@ -145,7 +145,6 @@ struct Fp8FwdTraitsSm90 {
     typename PipelineVt::SharedStorage pipeline_vt;
     uint64_t q_full;
     uint64_t q_empty;
-    uint64_t tile_consumed;  // dynamic tile walk (tile_scheduler.hpp)
     int next_tile;
   };
   static constexpr int kSharedStorageBytes = sizeof(SharedStorage);

@@ -72,7 +72,6 @@ struct FwdKernelSm90 {
       Traits::PipelineKV::init(&smem.pipeline_k, Traits::kNumMmaWarpgroups);
       Traits::PipelineKV::init(&smem.pipeline_v, Traits::kNumMmaWarpgroups);
       Traits::PipelineQ::init(&smem.pipeline_q, Traits::kNumMmaWarpgroups);
-      TileWalk::init(smem);
       cutlass::arch::fence_barrier_init();
     }
     __syncthreads();

@@ -100,7 +100,6 @@ struct FwdTraitsSm90 {
     typename PipelineKV::SharedStorage pipeline_k;
     typename PipelineKV::SharedStorage pipeline_v;
     typename PipelineQ::SharedStorage pipeline_q;  // one stage per Q buffer
-    uint64_t tile_consumed;  // dynamic tile walk: mbarrier, every consumer warp read next_tile
     int next_tile;  // dynamic tile walk: the index handed from the producer warp to the consumers
   };
   static constexpr int kSharedStorageBytes = sizeof(SharedStorage);
