@@ -143,7 +143,17 @@ struct MainloopFwdSm90Mma {
       pipeline_k.consumer_wait(state_kv);
       pipeline_v.consumer_wait(state_prev);
       begin_issue();
-      wgmma_gemm<true>(mma_qk, tSrQ, tSrK(_, _, _, state_kv.index), tSrS);
+      if constexpr ((FLASH3_FWD_EXP & 8192) != 0) {
+        // Q's descriptors rebuilt in every trip from a pointer the compiler cannot see through, so they are not
+        // hoisted out of the loop into ordinary registers (perf-notes forward row 22).
+        Element* q_ptr = smem.q.data();
+        asm volatile("" : "+l"(q_ptr));
+        Tensor tSrQ_trip = thr_qk.partition_fragment_A(
+            make_tensor(make_smem_ptr(q_ptr), typename Traits::SmemLayoutQ{}));
+        wgmma_gemm<true>(mma_qk, tSrQ_trip, tSrK(_, _, _, state_kv.index), tSrS);
+      } else {
+        wgmma_gemm<true>(mma_qk, tSrQ, tSrK(_, _, _, state_kv.index), tSrS);
+      }
       // O is not an operand of Q K^T: rescale it while that GEMM runs, before P V accumulates into it.
       if constexpr (kRescaleUnderQK) { rescale_o(correction); }
       wgmma_gemm<false>(mma_pv, tOrP, tOrV(_, _, _, state_prev.index), tOrO);
