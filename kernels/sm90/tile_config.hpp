@@ -6,12 +6,12 @@
 // words) and O (dv/2 floats) within 240 registers.
 #pragma once
 
-// FLASH3_FWD_EXP: bit mask of forward experiments (docs/perf-notes.md, forward rows 12-13), 0 (none) unless a build
+// FLASH3_FWD_EXP: bit mask of forward experiments (docs/perf-notes.md, forward rows 12-22), 0 (none) unless a build
 // passes -DFLASH3_FWD_EXP=N. Tile bits: 1 = 3 stages (hdim 128), 8 = no pingpong, 16 / 32 / 256 = kBlockN 176 / 160 /
-// 192 (hdim 128, unmasked), 2048 = one Q buffer (fwd_kernel_traits_sm90.hpp, kQStages), 8192 = Q descriptors
-// rebuilt per trip (mainloop_fwd_sm90_mma.hpp; not yet run on a GPU, perf-notes forward row 22). Mainloop / softmax bits: 2 = DIAGNOSTIC no softmax (P = S: wrong results, for timing),
-// 4 = DIAGNOSTIC no O rescale (wrong results), 64 = O rescale after the P V wait (the old order), 128 = eager rescale
-// (no lazy max), 512 = non-volatile ex2 asm.
+// 192 (hdim 128, unmasked), 2048 = one Q buffer (fwd_kernel_traits_sm90.hpp, kQStages). Mainloop / softmax bits:
+// 2 = DIAGNOSTIC no softmax (P = S: wrong results, for timing), 4 = DIAGNOSTIC no O rescale (wrong results), 64 = O
+// rescale after the P V wait (the old order), 128 = eager rescale (no lazy max), 512 = non-volatile ex2 asm,
+// 8192 = Q descriptors rebuilt per trip (mainloop_fwd_sm90_mma.hpp; not yet run on a GPU, perf-notes row 22).
 #ifndef FLASH3_FWD_EXP
 #define FLASH3_FWD_EXP 0
 #endif
