@@ -103,6 +103,10 @@ struct FwdTraitsSm90 {
     int next_tile;  // dynamic tile walk: the index handed from the producer warp to the consumers
   };
   static constexpr int kSharedStorageBytes = sizeof(SharedStorage);
+  // Q buffer `index` (of kQStages), as a (kBlockM, d) tile.
+  CUTLASS_DEVICE static auto q_tile(SharedStorage& smem, int index) {
+    return cute::make_tensor(cute::make_smem_ptr(smem.q.data() + index * cute::cosize_v<SmemLayoutQ>), SmemLayoutQ{});
+  }
   static_assert(kSharedStorageBytes <= 227 * 1024, "tile config exceeds the 227 KB shared-memory limit");
 };
 

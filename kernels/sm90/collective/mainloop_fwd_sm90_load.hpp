@@ -1,7 +1,8 @@
 // Producer side of the sm90 forward mainloop: one thread of the producer warpgroup issues every TMA load.
 //
-// Per tile: Q once (into the buffer the consumers released last, see kQStages), then K and V for each key block the mask lets
-// the tile visit, from the highest block to the lowest (the masked blocks come first, see kernels/common/mask.hpp).
+// Per tile: Q once (into the buffer the consumers released last, see kQStages), then K and V for each key block the
+// mask lets the tile visit, from the highest block to the lowest (the masked blocks come first, see
+// kernels/common/mask.hpp).
 // K and V have separate pipelines so the next S = Q K^T can start while V is still in flight.
 #pragma once
 
@@ -39,8 +40,7 @@ struct MainloopFwdSm90Load {
     int const batch_coord = varlen ? 0 : tile.batch;
     int const head_k = tile.head / (p.num_heads / p.num_heads_k);
 
-    Tensor sQ = make_tensor(make_smem_ptr(smem.q.data() + state_q.index * cute::cosize_v<typename Traits::SmemLayoutQ>),
-                            typename Traits::SmemLayoutQ{});
+    Tensor sQ = Traits::q_tile(smem, state_q.index);
     Tensor sK = make_tensor(make_smem_ptr(smem.k.data()), typename Traits::SmemLayoutK{});
     Tensor sVt = make_tensor(make_smem_ptr(smem.v.data()), typename Traits::SmemLayoutVt{});
 

@@ -51,8 +51,7 @@ struct MainloopFwdSm90Mma {
     using namespace cute;
     bool const is_wg_leader = (threadIdx.x % cutlass::NumThreadsPerWarpGroup) == 0;
 
-    Tensor sQ = make_tensor(make_smem_ptr(smem.q.data() + state_q.index * cute::cosize_v<typename Traits::SmemLayoutQ>),
-                            typename Traits::SmemLayoutQ{});
+    Tensor sQ = Traits::q_tile(smem, state_q.index);
     Tensor sK = make_tensor(make_smem_ptr(smem.k.data()), typename Traits::SmemLayoutK{});
     Tensor sVt = make_tensor(make_smem_ptr(smem.v.data()), typename Traits::SmemLayoutVt{});
 
@@ -146,7 +145,7 @@ struct MainloopFwdSm90Mma {
       if constexpr ((FLASH3_FWD_EXP & 8192) != 0) {
         // Q's descriptors rebuilt in every trip from a pointer the compiler cannot see through, so they are not
         // hoisted out of the loop into ordinary registers (perf-notes forward row 22).
-        Element* q_ptr = smem.q.data();
+        Element* q_ptr = smem.q.data() + state_q.index * cute::cosize_v<typename Traits::SmemLayoutQ>;
         asm volatile("" : "+l"(q_ptr));
         Tensor tSrQ_trip = thr_qk.partition_fragment_A(
             make_tensor(make_smem_ptr(q_ptr), typename Traits::SmemLayoutQ{}));
@@ -177,7 +176,7 @@ struct MainloopFwdSm90Mma {
     for (; n_block >= trips.n_masked_lo; --n_block) { trip(n_block, cute::false_type{}); }
     for (; n_block >= trips.n_begin; --n_block) { trip(n_block, cute::true_type{}); }
 
-    // Q is no longer read: let the producer bring the next tile's Q while the last P V and the epilogue run.
+    // Q is no longer read: the producer may refill this buffer while the last P V and the epilogue run.
     pipeline_q.consumer_release(state_q, is_wg_leader);
     state_q.advance();
 
