@@ -7,6 +7,16 @@
 
 namespace flash3 {
 
+// The same pointer, through an empty asm the compiler cannot see through. WGMMA descriptors built from it inside a
+// loop are rebuilt there (a few integer ops on uniform data) instead of hoisted out of the loop: ptxas holds hoisted
+// descriptors in ordinary registers, 2 per 64-bit descriptor, and at hdim 256 that pushed the consumers into spills
+// (docs/perf-notes.md, forward row 22).
+template <class T>
+CUTLASS_DEVICE T* opaque_pointer(T* p) {
+  asm volatile("" : "+l"(p));
+  return p;
+}
+
 // An SM90 accumulator fragment has layout ((2, 2, N/8), MMA_M, MMA_N): per 8-column group a thread holds 2 adjacent
 // columns of row r and the same 2 columns of row r + 8. Returns ((2, MMA_M), (2, N/8, MMA_N)) = (rows, cols).
 template <class Layout>

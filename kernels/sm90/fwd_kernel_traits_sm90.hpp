@@ -107,6 +107,14 @@ struct FwdTraitsSm90 {
   CUTLASS_DEVICE static auto q_tile(SharedStorage& smem, int index) {
     return cute::make_tensor(cute::make_smem_ptr(smem.q.data() + index * cute::cosize_v<SmemLayoutQ>), SmemLayoutQ{});
   }
+  // Q's WGMMA descriptors rebuilt in every trip of the key-block loop (from an opaque pointer) instead of held in
+  // registers across it, where the consumers spill otherwise. Measured on the H100 (perf-notes forward row 22):
+  // spills 264 -> 44 B (hdim 256 masked), 136 -> 32 B (256 unmasked), 216 -> 44 B (192 masked); +2-8% causal at
+  // 1k-16k, +5% hdim 256 full at 16k. hdim 192 unmasked spills 36 B either way and keeps the hoisted descriptors.
+  // FLASH3_FWD_EXP & 8192 forces the rebuild on, & 16384 off (A/B).
+  static constexpr bool kRebuildQDescriptors =
+      (FLASH3_FWD_EXP & 8192) != 0 ||
+      ((FLASH3_FWD_EXP & 16384) == 0 && (kHeadDim > 192 || (kHeadDim > 128 && kHasLocal)));
   static_assert(kSharedStorageBytes <= 227 * 1024, "tile config exceeds the 227 KB shared-memory limit");
 };
 

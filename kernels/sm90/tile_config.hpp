@@ -11,7 +11,7 @@
 // 192 (hdim 128, unmasked), 2048 = one Q buffer (fwd_kernel_traits_sm90.hpp, kQStages). Mainloop / softmax bits:
 // 2 = DIAGNOSTIC no softmax (P = S: wrong results, for timing), 4 = DIAGNOSTIC no O rescale (wrong results), 64 = O
 // rescale after the P V wait (the old order), 128 = eager rescale (no lazy max), 512 = non-volatile ex2 asm,
-// 8192 = Q descriptors rebuilt per trip (mainloop_fwd_sm90_mma.hpp; not yet run on a GPU, perf-notes row 22).
+// 8192 / 16384 = Q descriptors rebuilt per trip on / off (fwd_kernel_traits_sm90.hpp, kRebuildQDescriptors).
 #ifndef FLASH3_FWD_EXP
 #define FLASH3_FWD_EXP 0
 #endif

@@ -27,6 +27,13 @@ CUTLASS_DEVICE void bulk_reduce_add_f32(float* gmem, float const* smem, uint32_t
                : "memory");
   asm volatile("cp.async.bulk.commit_group;" ::: "memory");
 }
+// Adds 4 floats into global memory without fetching the old value back (red, not atom: CUDA's float4 atomicAdd
+// compiled to ATOMG, whose returned data doubled the dQ traffic through an L2 that ncu had at 95% of its
+// throughput in the head-dim split backward; perf-notes B9). 16-byte aligned.
+CUTLASS_DEVICE void red_add_f32x4(float4* gmem, float a, float b, float c, float d) {
+  asm volatile("red.global.add.v4.f32 [%0], {%1, %2, %3, %4};" : : "l"(gmem), "f"(a), "f"(b), "f"(c), "f"(d)
+               : "memory");
+}
 CUTLASS_DEVICE void bulk_wait_read() { asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory"); }
 CUTLASS_DEVICE void bulk_wait_complete() { asm volatile("cp.async.bulk.wait_group 0;" ::: "memory"); }
 

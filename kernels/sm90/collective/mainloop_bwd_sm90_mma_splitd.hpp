@@ -77,8 +77,11 @@ struct MainloopBwdSm90MmaSplitD {
     Tensor tdPrdP_rc = make_tensor(tdPrdP.data(), accumulator_rowcol_layout(tdPrdP.layout()));
     Tensor tScS = thr_s.partition_C(make_identity_tensor(TileShapeSt{}));
     Tensor tScS_rc = make_tensor(tScS.data(), accumulator_rowcol_layout(tScS.layout()));
-    Tensor tdQrdQ = partition_fragment_C(mma_dq, TileShapedQ{});
-    static_assert(decltype(size(tdQrdQ))::value == Traits::kDqValuesPerThread);
+    // One dQ accumulator per column chunk: (MMA, MMA_M, MMA_N, chunk).
+    Tensor tdQrdQ_chunk = partition_fragment_C(mma_dq, TileShapedQ{});
+    static_assert(decltype(size(tdQrdQ_chunk))::value == Traits::kDqValuesPerThread);
+    static_assert(decltype(size<1>(tdQrdQ_chunk))::value == 1 && decltype(size<2>(tdQrdQ_chunk))::value == 1);
+    Tensor tdQrdQ = cute::make_tensor<float>(append(tdQrdQ_chunk.shape(), Int<Traits::kDqChunks>{}));
 
     auto r2s = make_tiled_copy_C(Copy_Atom<SM90_U32x4_STSM_N, Element>{}, mma_s);
     auto thr_r2s = r2s.get_thread_slice(mma_thread_idx);
@@ -116,34 +119,41 @@ struct MainloopBwdSm90MmaSplitD {
         cutlass::arch::fence_view_async_shared();
         named_barrier_sync(Traits::kNumMmaThreads, BwdNamedBarrier::kDsReady);
 
+        // dQ's column chunks are issued first, each into its own accumulator, so that the atomics of each run
+        // while the later GEMMs (the next chunk, dV, dK) are on the tensor cores; in issue order the groups
+        // complete chunk 0, ..., dV, dK (perf-notes B9).
+        CUTE_UNROLL
+        for (int chunk = 0; chunk < Traits::kDqChunks; ++chunk) {
+          Tensor sKt_chunk = local_tile(sm.kt, Shape<typename Traits::DqChunk, typename Traits::BlockN>{},
+                                        make_coord(chunk, _0{}));
+          Tensor tdQrKt = thr_dq.partition_fragment_B(sKt_chunk);
+          Tensor tdQrdQ_acc = tdQrdQ(_, _, _, chunk);
+          wgmma_gemm<true>(mma_dq, tdQrdS(_, _, _, buffer), tdQrKt, tdQrdQ_acc);
+        }
         wgmma_gemm<false>(mma_dv, tdVrPt(_, _, _, buffer), tdVrdOt(_, _, _, state.index), tdVrdV);
         wgmma_gemm<false>(mma_dk, tdKrdSt(_, _, _, buffer), tdKrQt(_, _, _, state.index), tdKrdK);
 
         int32_t* semaphore = p.dq_semaphore + scratch_row / Traits::kBlockM + m_block;
         float4* dq_block = reinterpret_cast<float4*>(
             p.dq_accum + (scratch_row + int64_t(m_block) * Traits::kBlockM) * Traits::kHeadDim);
-        CUTE_UNROLL
-        for (int chunk = 0; chunk < Traits::kDqChunks; ++chunk) {
-          Tensor sKt_chunk = local_tile(sm.kt, Shape<typename Traits::DqChunk, typename Traits::BlockN>{},
-                                        make_coord(chunk, _0{}));
-          Tensor tdQrKt = thr_dq.partition_fragment_B(sKt_chunk);
-          wgmma_gemm<true>(mma_dq, tdQrdS(_, _, _, buffer), tdQrKt, tdQrdQ);
-          warpgroup_wait<0>();
-          if (chunk == 0) {  // dV and dK are done too: Q and dO are free
-            pipeline_q.consumer_release(state, is_wg_leader);
-            pipeline_do.consumer_release(state, is_wg_leader);
-            if (p.deterministic) {
-              named_barrier_sync(Traits::kNumMmaThreads + cutlass::NumThreadsPerWarp,
-                                 BwdNamedBarrier::kDqTurnGranted);
-            }
-          }
+        if (p.deterministic) {
+          named_barrier_sync(Traits::kNumMmaThreads + cutlass::NumThreadsPerWarp, BwdNamedBarrier::kDqTurnGranted);
+        }
+        auto add_chunk = [&](auto chunk) CUTLASS_LAMBDA_FUNC_INLINE {
+          constexpr int kChunk = decltype(chunk)::value;
+          warpgroup_wait<Traits::kDqChunks - 1 - kChunk + 2>();  // chunk done; later chunks, dV and dK may run
           constexpr int kVec = Traits::kDqValuesPerThread / 4;
           CUTE_UNROLL
           for (int i = 0; i < kVec; ++i) {
-            atomicAdd(dq_block + (chunk * kVec + i) * Traits::kNumMmaThreads + mma_thread_idx,
-                      make_float4(tdQrdQ(4 * i), tdQrdQ(4 * i + 1), tdQrdQ(4 * i + 2), tdQrdQ(4 * i + 3)));
+            red_add_f32x4(dq_block + (kChunk * kVec + i) * Traits::kNumMmaThreads + mma_thread_idx,
+                          tdQrdQ(4 * i, 0, 0, kChunk), tdQrdQ(4 * i + 1, 0, 0, kChunk),
+                          tdQrdQ(4 * i + 2, 0, 0, kChunk), tdQrdQ(4 * i + 3, 0, 0, kChunk));
           }
-        }
+        };
+        for_each(make_int_sequence<Traits::kDqChunks>{}, add_chunk);
+        warpgroup_wait<0>();  // dV and dK done: Q and dO are free
+        pipeline_q.consumer_release(state, is_wg_leader);
+        pipeline_do.consumer_release(state, is_wg_leader);
         if (p.deterministic && visit + 1 == work.order.num_steps) {  // last block of this query head: pass now
           pass_dq_turn(semaphore, is_consumer_leader, Traits::kNumMmaThreads);
         }

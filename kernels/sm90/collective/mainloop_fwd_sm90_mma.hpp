@@ -142,13 +142,10 @@ struct MainloopFwdSm90Mma {
       pipeline_k.consumer_wait(state_kv);
       pipeline_v.consumer_wait(state_prev);
       begin_issue();
-      if constexpr ((FLASH3_FWD_EXP & 8192) != 0) {
-        // Q's descriptors rebuilt in every trip from a pointer the compiler cannot see through, so they are not
-        // hoisted out of the loop into ordinary registers (perf-notes forward row 22).
-        Element* q_ptr = smem.q.data() + state_q.index * cute::cosize_v<typename Traits::SmemLayoutQ>;
-        asm volatile("" : "+l"(q_ptr));
-        Tensor tSrQ_trip = thr_qk.partition_fragment_A(
-            make_tensor(make_smem_ptr(q_ptr), typename Traits::SmemLayoutQ{}));
+      if constexpr (Traits::kRebuildQDescriptors) {
+        Tensor tSrQ_trip = thr_qk.partition_fragment_A(make_tensor(
+            make_smem_ptr(opaque_pointer(smem.q.data() + state_q.index * cosize_v<typename Traits::SmemLayoutQ>)),
+            typename Traits::SmemLayoutQ{}));
         wgmma_gemm<true>(mma_qk, tSrQ_trip, tSrK(_, _, _, state_kv.index), tSrS);
       } else {
         wgmma_gemm<true>(mma_qk, tSrQ, tSrK(_, _, _, state_kv.index), tSrS);
