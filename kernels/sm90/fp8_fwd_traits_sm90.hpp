@@ -61,9 +61,6 @@ struct Fp8FwdTraitsSm90 {
   static constexpr int kBlockM = kConfig.block_m;
   static constexpr int kBlockN = kConfig.block_n;
   static constexpr int kStages = kConfig.stages;
-  static constexpr bool kAlternateP = kConfig.alternate_p;
-  // As in the 16-bit forward (FwdTraitsSm90::kRebuildQDescriptors): Q's WGMMA descriptors rebuilt per trip.
-  static constexpr bool kRebuildQDescriptors = (FLASH3_FP8_EXP & 8) != 0;
   static_assert(kBlockN % 32 == 0, "the P V GEMM's k (keys) comes in 32-element FP8 WGMMA steps");
   static_assert(kHeadDimV % 32 == 0, "the V transpose works on 4 x 4-byte blocks, 8 per 32 columns");
   static constexpr int kNumMmaWarpgroups = kBlockM / 64;

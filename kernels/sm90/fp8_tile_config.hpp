@@ -9,32 +9,20 @@
 // +6-9% without a mask and -5 to -8% causal on the H100 (docs/perf-notes.md F7); one shape serves both masks here.
 #pragma once
 
-// FLASH3_FP8_EXP: bit mask of FP8 experiments (docs/perf-notes.md, F rows), 0 unless a build passes
-// -DFLASH3_FP8_EXP=N to host and device compilers alike (the host sizes block-quantisation scales from these tiles).
-// d = 256 tiles: 1 = 128 x 128 with one P register set, 2 = 128 x 96 (4: with two P sets). 8 = Q's WGMMA
-// descriptors rebuilt per trip (Fp8FwdTraitsSm90::kRebuildQDescriptors).
-#ifndef FLASH3_FP8_EXP
-#define FLASH3_FP8_EXP 0
-#endif
-
 namespace flash3 {
 
 struct Fp8TileConfig {
   int block_m;
   int block_n;
   int stages;
-  // Two register sets for P used alternately by the trips (mainloop_fwd_sm90_fp8_mma.hpp), where registers allow.
-  bool alternate_p;
 };
 
 constexpr Fp8TileConfig fp8_tile_config_sm90(int head_dim) {
   // d = 64: 3 consumer warpgroups on 192 query rows (FA3: 192 x 160): the softmax (exp-bound at d = 64) gets a third
   // warpgroup to overlap with, where 2 pingpong warpgroups measured 362-388 TFLOPS at 4k-16k.
-  if (head_dim <= 64) return {192, 128, 2, false};
-  if (head_dim <= 128) return {128, 128, 2, true};
-  if ((FLASH3_FP8_EXP & 1) != 0) return {128, 128, 2, false};
-  if ((FLASH3_FP8_EXP & 2) != 0) return {128, 96, 2, (FLASH3_FP8_EXP & 4) != 0};
-  return {128, 64, 2, true};
+  if (head_dim <= 64) return {192, 128, 2};
+  if (head_dim <= 128) return {128, 128, 2};
+  return {128, 64, 2};
 }
 
 }  // namespace flash3

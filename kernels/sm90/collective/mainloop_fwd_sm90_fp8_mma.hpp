@@ -186,7 +186,7 @@ struct MainloopFwdSm90Fp8Mma {
     // With 2 consumer warpgroups (240 registers), two register sets for P used alternately: trip n packs its P into
     // one while the P V WGMMA issued in the same trip still reads the other (see trip below). The 3-warpgroup hd64
     // kernel (160 registers) measured 5-7% slower with the second set, so it packs after the P V wait into one.
-    constexpr bool kAlternateP = Traits::kAlternateP;
+    constexpr bool kAlternateP = Traits::kNumMmaWarpgroups == 2;
     Tensor tOrP = cute::make_tensor<Element>(partition_shape_A(mma_pv, TileShapeS{}));
     Tensor tOrP_alt = make_fragment_like(tOrP);
     static_assert(decltype(size(tOrP))::value == decltype(size(tSrS))::value);
@@ -277,13 +277,7 @@ struct MainloopFwdSm90Fp8Mma {
       FLASH3_TIMELINE_MARK(1);
       begin_issue();
       FLASH3_TIMELINE_MARK(2);
-      if constexpr (Traits::kRebuildQDescriptors) {
-        Tensor tSrQ_trip = thr_qk.partition_fragment_A(
-            make_tensor(make_smem_ptr(opaque_pointer(smem.q.data())), typename Traits::SmemLayoutQ{}));
-        wgmma_gemm<true>(mma_qk, tSrQ_trip, tSrK(_, _, _, state_kv.index), tSrS);
-      } else {
-        wgmma_gemm<true>(mma_qk, tSrQ, tSrK(_, _, _, state_kv.index), tSrS);
-      }
+      wgmma_gemm<true>(mma_qk, tSrQ, tSrK(_, _, _, state_kv.index), tSrS);
       wgmma_gemm<false>(mma_pv, p_in, tOrV(_, _, _, state_prev.index), tOrO);
       end_issue();
       warpgroup_wait<1>();
