@@ -11,6 +11,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include <cutlass/array.h>
 #include <cutlass/cutlass.h>
 
 #include "kernels/common/bwd_params.hpp"
@@ -26,7 +27,11 @@ CUTLASS_DEVICE int bwd_allocated_q(BwdParams const& p, int batch) {
   return p.cu_seqlens_q != nullptr ? int(p.cu_seqlens_q[batch + 1] - p.cu_seqlens_q[batch]) : p.seqlen_q;
 }
 
-template <class Element>
+// kVectorized: O and dO rows read 16 bytes (8 elements) per lane, ceil(dv / 8) lanes per row rounded up to a power
+// of two, so a warp covers 32 / that many rows at once, and the accumulator zeroed with 16-byte stores; taken when
+// every O / dO row start is 16-byte aligned (bwd_preprocess_vectorizable). The scalar form (2-byte loads, one warp per
+// row) is the fallback for views that are not. Measured on the H100 (perf-notes B10).
+template <class Element, bool kVectorized>
 __global__ void __launch_bounds__(kPrepostThreads) bwd_preprocess_kernel(BwdParams const p) {
   int const batch = blockIdx.z, head = blockIdx.y;
   SeqlenInfo const seq(p, batch);
@@ -39,26 +44,68 @@ __global__ void __launch_bounds__(kPrepostThreads) bwd_preprocess_kernel(BwdPara
       static_cast<Element const*>(p.dout) + (varlen ? 0 : batch * p.do_batch_stride) + head * p.do_head_stride;
   float const* lse = p.lse + (varlen ? 0 : batch * p.lse_batch_stride) + head * p.lse_head_stride + seq.offset_q;
   int const row_end = min(padded_rows, int(blockIdx.x + 1) * kPrepostRows);
-  for (int row = blockIdx.x * kPrepostRows + warp; row < row_end; row += kPrepostThreads / 32) {
+  constexpr int kVec = kVectorized ? 8 : 1;  // elements per lane and load
+  // Lanes per row: a power of two (the shuffle reduction stays inside aligned groups), all 32 in the scalar form.
+  int lanes_per_row = 32;
+  if constexpr (kVectorized) {
+    lanes_per_row = 1;
+    while (lanes_per_row < 32 && lanes_per_row * kVec < p.head_dim_v) { lanes_per_row *= 2; }
+  }
+  int const rows_per_warp = 32 / lanes_per_row;
+  int const lane_in_row = lane % lanes_per_row;
+  // The loop runs per warp (all lanes together, for the shuffles); lane group g of the warp takes row base + g.
+  for (int base = blockIdx.x * kPrepostRows + warp * rows_per_warp; base < row_end;
+       base += kPrepostThreads / 32 * rows_per_warp) {
+    int const row = base + lane / lanes_per_row;
+    bool const in_range = row < row_end;
     float d = 0.f;
     float lse_log2 = INFINITY;
-    if (row < seq.seqlen_q) {
+    bool const used = in_range && row < seq.seqlen_q;
+    if (used) {
       int64_t const r = seq.offset_q + row;
-      for (int c = lane; c < p.head_dim_v; c += 32) {
-        d += float(out[r * p.o_row_stride + c]) * float(dout[r * p.do_row_stride + c]);
+      for (int c = lane_in_row * kVec; c < p.head_dim_v; c += lanes_per_row * kVec) {
+        if constexpr (kVectorized) {
+          cutlass::AlignedArray<Element, kVec> const o =
+              *reinterpret_cast<cutlass::AlignedArray<Element, kVec> const*>(out + r * p.o_row_stride + c);
+          cutlass::AlignedArray<Element, kVec> const g =
+              *reinterpret_cast<cutlass::AlignedArray<Element, kVec> const*>(dout + r * p.do_row_stride + c);
+          CUTLASS_PRAGMA_UNROLL
+          for (int i = 0; i < kVec; ++i) { d += float(o[i]) * float(g[i]); }
+        } else {
+          d += float(out[r * p.o_row_stride + c]) * float(dout[r * p.do_row_stride + c]);
+        }
       }
-      for (int offset = 16; offset > 0; offset /= 2) { d += __shfl_xor_sync(0xffffffff, d, offset); }
       float const l = lse[row];
       // A row that saw no key has lse = -inf and out = 0: +inf makes its P = 0 (not exp2(+inf)).
       lse_log2 = l == -INFINITY ? INFINITY : l * 1.4426950408889634f;
     }
-    if (lane == 0) {
+    for (int offset = lanes_per_row / 2; offset > 0; offset /= 2) { d += __shfl_xor_sync(0xffffffff, d, offset); }
+    if (!in_range) { continue; }
+    if (lane_in_row == 0) {
       p.lse_log2[scratch_row + row] = lse_log2;
       p.dpsum[scratch_row + row] = d;
     }
     float* acc = p.dq_accum + (scratch_row + row) * p.head_dim_rounded;
-    for (int c = lane; c < p.head_dim_rounded; c += 32) { acc[c] = 0.f; }
+    if constexpr (kVectorized) {  // head_dim_rounded is a multiple of 4 (a compiled head dim)
+      for (int c = lane_in_row * 4; c < p.head_dim_rounded; c += lanes_per_row * 4) {
+        *reinterpret_cast<float4*>(acc + c) = make_float4(0.f, 0.f, 0.f, 0.f);
+      }
+    } else {
+      for (int c = lane_in_row; c < p.head_dim_rounded; c += lanes_per_row) { acc[c] = 0.f; }
+    }
   }
+}
+
+// Whether the vectorized preprocess may read O and dO: every row start 16-byte aligned.
+template <class Element>
+inline bool bwd_preprocess_vectorizable(BwdParams const& p) {
+  constexpr int64_t kAlign = 16 / sizeof(Element);
+  auto aligned = [&](void const* ptr, int64_t a, int64_t b, int64_t c) {
+    return reinterpret_cast<uintptr_t>(ptr) % 16 == 0 && a % kAlign == 0 && b % kAlign == 0 && c % kAlign == 0;
+  };
+  return p.head_dim_v % kAlign == 0 && p.head_dim_rounded % 4 == 0 &&
+         aligned(p.out, p.o_batch_stride, p.o_row_stride, p.o_head_stride) &&
+         aligned(p.dout, p.do_batch_stride, p.do_row_stride, p.do_head_stride);
 }
 
 // Grid of the preprocess: enough row blocks for the longest (padded) sequence, per head and batch.

@@ -83,7 +83,11 @@ void run_bwd_sm90(BwdParams const& p, cudaStream_t stream) {
     if (err != cudaSuccess) { fail(err, "zeroing the dQ semaphores"); }
   }
   if (prepost_grid.x > 0) {
-    bwd_preprocess_kernel<Element><<<prepost_grid, kPrepostThreads, 0, stream>>>(p);
+    if (bwd_preprocess_vectorizable<Element>(p)) {
+      bwd_preprocess_kernel<Element, true><<<prepost_grid, kPrepostThreads, 0, stream>>>(p);
+    } else {
+      bwd_preprocess_kernel<Element, false><<<prepost_grid, kPrepostThreads, 0, stream>>>(p);
+    }
     if ((err = cudaGetLastError()) != cudaSuccess) { fail(err, "preprocess launch"); }
   }
 
