@@ -54,15 +54,4 @@ inline int deterministic_chunk_cap() {
   return cap;
 }
 
-// Whether the backward may run its head-dim split kernels in 2-CTA clusters that share Q / dO loads
-// (bwd_launch_sm90.cuh); FLASH3_BWD_CLUSTERS=0 turns that off (A/B, or a context that cannot launch clusters).
-// Read once per process.
-inline bool bwd_clusters_enabled() {
-  static bool const enabled = [] {
-    char const* v = std::getenv("FLASH3_BWD_CLUSTERS");
-    return v == nullptr || std::atoi(v) != 0;
-  }();
-  return enabled;
-}
-
 }  // namespace flash3

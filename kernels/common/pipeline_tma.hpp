@@ -59,16 +59,9 @@ struct TmaPipeline {
   CUTLASS_DEVICE void consumer_wait(PipelineState<kStages> const& st) const {
     FullBarrier::wait(&storage->full[st.index], st.phase);
   }
-  // Consumer: one thread per warpgroup arrives once the whole warpgroup is done reading the stage. A stage that the
-  // producers of a cluster fill by multicast is free only when every CTA's consumers are done with it: then each
-  // warpgroup also arrives on the empty barrier of `peer_cta` (the other CTA of a pair; -1: none), whose init
-  // counted those arrivals too.
-  CUTLASS_DEVICE void consumer_release(PipelineState<kStages> const& st, bool is_warpgroup_leader,
-                                       int peer_cta = -1) const {
-    if (is_warpgroup_leader) {
-      EmptyBarrier::arrive(&storage->empty[st.index]);
-      if (peer_cta >= 0) { EmptyBarrier::arrive(&storage->empty[st.index], uint32_t(peer_cta), 1u); }
-    }
+  // Consumer: one thread per warpgroup arrives once the whole warpgroup is done reading the stage.
+  CUTLASS_DEVICE void consumer_release(PipelineState<kStages> const& st, bool is_warpgroup_leader) const {
+    if (is_warpgroup_leader) { EmptyBarrier::arrive(&storage->empty[st.index]); }
   }
 };
 

@@ -50,10 +50,6 @@ struct BwdKernelSm90 {
     typename Traits::TmaV tma_v;
     typename Traits::ShapeStat shape_stat;  // (scratch rows, batch x heads or heads)
     typename Traits::TmaStat tma_lse, tma_dpsum;
-    // Clusters of cluster_size CTAs (1, or Traits::kMaxClusterSize) share Q and dO through these multicast loads.
-    typename Traits::TmaQMulticast tma_q_mc;
-    typename Traits::TmadOMulticast tma_do_mc;
-    int cluster_size;
   };
 
   struct CtaWork {
@@ -84,9 +80,7 @@ struct BwdKernelSm90 {
     using namespace cute;
     auto& smem = *reinterpret_cast<typename Traits::SharedStorage*>(smem_raw);
     CtaWork const work = cta_work(params);
-    // Past this sequence: nothing to write. (Never under clusters: the launcher takes them only when every key
-    // block of the grid is inside its sequence.)
-    if (work.n_block * Traits::kBlockN >= work.allocated_k) { return; }
+    if (work.n_block * Traits::kBlockN >= work.allocated_k) { return; }  // past this sequence: nothing to write
 
     int const warp_idx = cutlass::canonical_warp_idx_sync();
     int const warpgroup_idx = cutlass::canonical_warp_group_idx();
@@ -97,21 +91,12 @@ struct BwdKernelSm90 {
       cute::prefetch_tma_descriptor(params.tma_v.get_tma_descriptor());
       cute::prefetch_tma_descriptor(params.tma_lse.get_tma_descriptor());
       cute::prefetch_tma_descriptor(params.tma_dpsum.get_tma_descriptor());
-      // Under multicast the consumers of every CTA of the cluster release each stage (TmaPipeline).
-      Traits::PipelineQ::init(&smem.pipeline_q, Traits::kNumMmaWarpgroups * params.cluster_size);
-      Traits::PipelineQ::init(&smem.pipeline_do, Traits::kNumMmaWarpgroups * params.cluster_size);
+      Traits::PipelineQ::init(&smem.pipeline_q, Traits::kNumMmaWarpgroups);
+      Traits::PipelineQ::init(&smem.pipeline_do, Traits::kNumMmaWarpgroups);
       cutlass::arch::ClusterTransactionBarrier::init(&smem.kv_full, 1);
       cutlass::arch::fence_barrier_init();
     }
-    // A cluster's CTAs arrive on each other's barriers and multicast into each other's shared memory: none may
-    // start before all have initialised their barriers, nor exit while another may still do so (end of this body).
-    bool const clustered = params.cluster_size > 1;
-    if (clustered) {
-      cute::cluster_arrive_relaxed();
-      cute::cluster_wait();
-    } else {
-      __syncthreads();
-    }
+    __syncthreads();
     typename Traits::PipelineQ pipeline_q{&smem.pipeline_q};
     typename Traits::PipelineQ pipeline_do{&smem.pipeline_do};
 
@@ -143,11 +128,6 @@ struct BwdKernelSm90 {
         Mainloop::compute_cta(params, smem, pipeline_q, pipeline_do, mma_thread_idx, work, tdKrdK, tdVrdV);
       }
       EpilogueBwdSm90<Traits>::store(params.bwd, mma_thread_idx, work, tdKrdK, tdVrdV);
-    }
-    if (clustered) {
-      __syncwarp();
-      cute::cluster_arrive();
-      cute::cluster_wait();
     }
   }
 };

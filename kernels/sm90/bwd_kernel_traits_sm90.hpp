@@ -136,19 +136,6 @@ struct BwdTraitsSm90 {
       cute::take<0, 2>(SmemLayout{}), TileShape{}, cute::_1{}));
   using TmaQ = Tma<SmemLayoutQ, cute::Shape<BlockM, HeadDim>>;
   using TmadO = Tma<SmemLayoutdO, cute::Shape<BlockM, HeadDimV>>;
-  // Q / dO shared by a cluster of kMaxClusterSize CTAs (adjacent key blocks of one head that walk the same query
-  // blocks): each CTA loads 1 / kMaxClusterSize of every tile and multicasts it to all. The head-dim split is bound
-  // by L2 throughput (ncu: 89% at hdim 256; its Q / dO reads are half of that traffic), so only it takes clusters,
-  // and only without a mask (a causal or windowed walk differs from key block to key block). The launcher decides
-  // per call (bwd_launch_sm90.cuh); Params::cluster_size says which loads the kernel issues.
-  static constexpr int kMaxClusterSize = kSplitHeadDim && !kHasLocal ? 2 : 1;
-  template <class SmemLayout, class TileShape>
-  using TmaMulticast = decltype(cute::make_tma_copy(
-      cute::SM90_TMA_LOAD_MULTICAST{},
-      cute::make_tensor(cute::make_gmem_ptr(static_cast<Element const*>(nullptr)), ShapeQKV{}, StrideQKV{}),
-      cute::take<0, 2>(SmemLayout{}), TileShape{}, cute::Int<kMaxClusterSize>{}));
-  using TmaQMulticast = TmaMulticast<SmemLayoutQ, cute::Shape<BlockM, HeadDim>>;
-  using TmadOMulticast = TmaMulticast<SmemLayoutdO, cute::Shape<BlockM, HeadDimV>>;
   using TmaK = Tma<SmemLayoutK, cute::Shape<BlockN, HeadDim>>;
   using TmaV = Tma<SmemLayoutV, cute::Shape<BlockN, HeadDimV>>;
 

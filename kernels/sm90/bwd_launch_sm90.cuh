@@ -50,16 +50,6 @@ void run_bwd_sm90(BwdParams const& p, cudaStream_t stream) {
       make_tma_copy(SM90_TMA_LOAD{}, tensor(dout, params.shape_do, p.do_row_stride, p.do_head_stride, p.do_batch_stride),
                     take<0, 2>(typename Traits::SmemLayoutdO{}),
                     Shape<typename Traits::BlockM, typename Traits::HeadDimV>{}, _1{});
-  params.tma_q_mc = make_tma_copy(SM90_TMA_LOAD_MULTICAST{},
-                                  tensor(q, params.shape_q, p.q_row_stride, p.q_head_stride, p.q_batch_stride),
-                                  take<0, 2>(typename Traits::SmemLayoutQ{}),
-                                  Shape<typename Traits::BlockM, typename Traits::HeadDim>{},
-                                  Int<Traits::kMaxClusterSize>{});
-  params.tma_do_mc = make_tma_copy(SM90_TMA_LOAD_MULTICAST{},
-                                   tensor(dout, params.shape_do, p.do_row_stride, p.do_head_stride, p.do_batch_stride),
-                                   take<0, 2>(typename Traits::SmemLayoutdO{}),
-                                   Shape<typename Traits::BlockM, typename Traits::HeadDimV>{},
-                                   Int<Traits::kMaxClusterSize>{});
   params.tma_k = make_tma_copy(SM90_TMA_LOAD{}, tensor(k, params.shape_k, p.k_row_stride, p.k_head_stride, p.k_batch_stride),
                                take<0, 2>(typename Traits::SmemLayoutK{}),
                                Shape<typename Traits::BlockN, typename Traits::HeadDim>{}, _1{});
@@ -116,29 +106,7 @@ void run_bwd_sm90(BwdParams const& p, cudaStream_t stream) {
       int const cap = deterministic_chunk_cap();
       params.resident_ctas = cap > 0 && cap < fits ? cap : fits;
     }
-    // Clusters (Traits::kMaxClusterSize: the unmasked head-dim split) where the CTAs of a cluster walk the same
-    // query blocks: every key block inside its sequence (no varlen, no seqused_k), the grid a whole number of
-    // clusters, and the default order (the deterministic walk differs per key block).
-    params.cluster_size = 1;
-    if (Traits::kMaxClusterSize > 1 && bwd_clusters_enabled() && !p.deterministic && !varlen &&
-        p.seqused_k == nullptr && grid.x % Traits::kMaxClusterSize == 0) {
-      params.cluster_size = Traits::kMaxClusterSize;
-    }
-    if (err == cudaSuccess && params.cluster_size > 1) {
-      cudaLaunchConfig_t config{};
-      config.gridDim = grid;
-      config.blockDim = dim3(Traits::kNumThreads);
-      config.dynamicSmemBytes = kSmemBytes;
-      config.stream = stream;
-      cudaLaunchAttribute attribute{};
-      attribute.id = cudaLaunchAttributeClusterDimension;
-      attribute.val.clusterDim.x = unsigned(params.cluster_size);
-      attribute.val.clusterDim.y = 1;
-      attribute.val.clusterDim.z = 1;
-      config.attrs = &attribute;
-      config.numAttrs = 1;
-      err = cudaLaunchKernelEx(&config, kernel, params);
-    } else if (err == cudaSuccess) {
+    if (err == cudaSuccess) {
       kernel<<<grid, Traits::kNumThreads, kSmemBytes, stream>>>(params);
       err = cudaGetLastError();
     }

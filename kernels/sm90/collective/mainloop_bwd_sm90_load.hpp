@@ -72,14 +72,6 @@ struct MainloopBwdSm90Load {
                               Shape<typename Traits::BlockM, typename Traits::HeadDimV>{}, make_coord(_, _0{}));
       auto tQ = tma_partition(params.tma_q, _0{}, Layout<_1>{}, group_modes<0, 2>(sQ), group_modes<0, 2>(gQ));
       auto tdO = tma_partition(params.tma_do, _0{}, Layout<_1>{}, group_modes<0, 2>(sdO), group_modes<0, 2>(gdO));
-      // Cluster: this CTA's share of each tile (by its rank), multicast to every CTA of the cluster.
-      using ClusterLayout = Layout<Int<Traits::kMaxClusterSize>>;
-      int const cluster_rank = params.cluster_size > 1 ? int(cute::block_rank_in_cluster()) : 0;
-      uint16_t const cluster_mask = uint16_t((1u << params.cluster_size) - 1u);
-      auto tQ_mc = tma_partition(params.tma_q_mc, cluster_rank, ClusterLayout{}, group_modes<0, 2>(sQ),
-                                 group_modes<0, 2>(gQ));
-      auto tdO_mc = tma_partition(params.tma_do_mc, cluster_rank, ClusterLayout{}, group_modes<0, 2>(sdO),
-                                  group_modes<0, 2>(gdO));
       // This (batch, head)'s statistics: column stat_col of the scratch, rows from a whole block (scratch rows are
       // padded to 128 per sequence, and every kBlockM divides 128).
       int64_t const scratch_row = bwd_scratch_row(p, work.batch, head);
@@ -87,25 +79,13 @@ struct MainloopBwdSm90Load {
       int const stat_tile0 = int((scratch_row - int64_t(stat_col) * p.scratch_rows) / Traits::kBlockM);
       for (auto c = work.order.cursor(); work.order.valid(c); work.order.advance(c)) {
         int const m_block = c.m;
-        // The expected bytes are the whole tile either way: under multicast the other CTAs' shares land here too.
         pipeline_q.producer_acquire(state, Traits::kTmaBytesQ);
-        if (Traits::kMaxClusterSize > 1 && params.cluster_size > 1) {
-          copy(params.tma_q_mc.with(*pipeline_q.full_barrier(state), cluster_mask), get<0>(tQ_mc)(_, m_block),
-               get<1>(tQ_mc)(_, state.index));
-        } else {
-          copy(params.tma_q.with(*pipeline_q.full_barrier(state)), get<0>(tQ)(_, m_block),
-               get<1>(tQ)(_, state.index));
-        }
+        copy(params.tma_q.with(*pipeline_q.full_barrier(state)), get<0>(tQ)(_, m_block), get<1>(tQ)(_, state.index));
         copy(params.tma_lse.with(*pipeline_q.full_barrier(state)), tLgL(_, stat_tile0 + m_block, stat_col),
              tLsL(_, state.index));
         pipeline_do.producer_acquire(state, Traits::kTmaBytesdO);
-        if (Traits::kMaxClusterSize > 1 && params.cluster_size > 1) {
-          copy(params.tma_do_mc.with(*pipeline_do.full_barrier(state), cluster_mask), get<0>(tdO_mc)(_, m_block),
-               get<1>(tdO_mc)(_, state.index));
-        } else {
-          copy(params.tma_do.with(*pipeline_do.full_barrier(state)), get<0>(tdO)(_, m_block),
-               get<1>(tdO)(_, state.index));
-        }
+        copy(params.tma_do.with(*pipeline_do.full_barrier(state)), get<0>(tdO)(_, m_block),
+             get<1>(tdO)(_, state.index));
         copy(params.tma_dpsum.with(*pipeline_do.full_barrier(state)), tDgD(_, stat_tile0 + m_block, stat_col),
              tDsD(_, state.index));
         state.advance();

@@ -46,9 +46,6 @@ struct MainloopBwdSm90MmaSplitD {
     BwdParams const& p = params.bwd;
     bool const is_wg_leader = (threadIdx.x % cutlass::NumThreadsPerWarpGroup) == 0;
     bool const is_consumer_leader = mma_thread_idx == 0;
-    // Clusters of 2 share Q / dO stages (MainloopBwdSm90Load): releases go to the other CTA's pipeline too.
-    int const peer_cta = params.cluster_size > 1 ? int(cute::block_rank_in_cluster()) ^ 1 : -1;
-    static_assert(Traits::kMaxClusterSize <= 2, "peer_cta names one other CTA");
 
     BwdSmemViews<Traits> const sm(smem);
     Tensor sPt = make_tensor(make_smem_ptr(smem.dq_acc_or_pt.data()), typename Traits::SmemLayoutPt{});
@@ -155,8 +152,8 @@ struct MainloopBwdSm90MmaSplitD {
         };
         for_each(make_int_sequence<Traits::kDqChunks>{}, add_chunk);
         warpgroup_wait<0>();  // dV and dK done: Q and dO are free
-        pipeline_q.consumer_release(state, is_wg_leader, peer_cta);
-        pipeline_do.consumer_release(state, is_wg_leader, peer_cta);
+        pipeline_q.consumer_release(state, is_wg_leader);
+        pipeline_do.consumer_release(state, is_wg_leader);
         if (p.deterministic && visit + 1 == work.order.num_steps) {  // last block of this query head: pass now
           pass_dq_turn(semaphore, is_consumer_leader, Traits::kNumMmaThreads);
         }
