@@ -36,7 +36,7 @@ struct BwdTraitsSm90 {
   // registers). Larger head dims split the head dim instead ("head-dim split"): 64 keys per CTA, each warpgroup
   // computes S^T / dP^T for half of the query block, both write P^T and dS^T to shared memory, and each accumulates
   // dV, dK for half of dv / d (SS GEMMs) and dQ in two column chunks, which it adds into the fp32 accumulator
-  // with atomics (shared memory is full: K, V, 2 stages of Q and dO, P^T and dS^T take 224 KB at d = 256).
+  // with vector reductions (shared memory is full: K, V, 2 stages of Q and dO, P^T and dS^T take 224 KB at d = 256).
   static constexpr bool kSplitHeadDim = kHeadDim > 128 || kHeadDimV > 128;
   static_assert(kHeadDim <= 256 && kHeadDimV <= 256);
 
@@ -170,7 +170,7 @@ struct BwdTraitsSm90 {
     alignas(1024) cute::array_aligned<Element, cute::cosize_v<SmemLayoutQ>> q;
     alignas(1024) cute::array_aligned<Element, cute::cosize_v<SmemLayoutdO>> dout;
     alignas(1024) cute::array_aligned<Element, cute::cosize_v<SmemLayoutdSt>> ds;
-    // Key split: the dQ tile handed to the writer warp. Head-dim split: P^T (dQ goes out with atomics there).
+    // Key split: the dQ tile handed to the writer warp. Head-dim split: P^T (dQ goes out as reductions there).
     alignas(1024) cute::conditional_t<kSplitHeadDim, cute::array_aligned<Element, cute::cosize_v<SmemLayoutPt>>,
                                       cute::array_aligned<float, kBlockM * kHeadDim>> dq_acc_or_pt;
     alignas(128) float lse_log2[kStages][kBlockM];

@@ -2,18 +2,19 @@
 // bwd_kernel_traits_sm90.hpp): 64 keys per CTA, both warpgroups on all of them.
 //
 // Per step: each warpgroup computes S^T and dP^T for its half of the query block (N split), turns them into P^T and
-// dS^T, and writes both to shared memory; after a barrier each warpgroup accumulates dV += P^T dO and dK += dS^T Q
-// for its half of dv / d (SS GEMMs, N split), then dQ = dS K in column chunks, each added into the fp32 accumulator
-// with vector atomics in fragment order (the postprocess reads that order back).
+// dS^T, and writes both to shared memory; after a barrier each warpgroup issues dQ = dS K in column chunks (one
+// accumulator each), then dV += P^T dO and dK += dS^T Q for its half of dv / d (SS GEMMs, N split), and adds each dQ
+// chunk into the fp32 accumulator as soon as it is done, with fire-and-forget vector reductions (red, no returned
+// data) in fragment order (the postprocess reads that order back). The kernel is bound by L2 throughput, mostly
+// these reductions (docs/perf-notes.md B9, B11).
 //
-// Deterministic mode: before its first atomic of a step the warpgroups meet the turn-keeper warp
+// Deterministic mode: before its first reduction of a step the warpgroups meet the turn-keeper warp
 // (DqTurnKeeperBwdSm90), which has already waited for the step's ticket. The turn is passed on (fence, barrier,
 // signal) only in the next step of the same query head, after P^T and dS^T, so the fence does not wait for the
-// atomics just issued; the successor at that block visits it a step later (BwdQueryOrder's stagger) and needs the
-// turn only after its dV, dK and first dQ GEMMs. Passing late adds no wait on another CTA, so the progress argument
-// of bwd_query_order.hpp holds. Measured (docs/perf-notes.md B6): the deterministic hd256 backward stays 13-31%
-// slower than the default wherever the pass goes (after the next step's S^T/dP^T issue, here, or after its dV/dK
-// issue): about 1 us per step that this placement does not hide.
+// reductions just issued; the successor at that block visits it a step later (BwdQueryOrder's stagger) and needs
+// the turn only after issuing its GEMMs. Passing late adds no wait on another CTA, so the progress argument of
+// bwd_query_order.hpp holds. Measured (docs/perf-notes.md B6, B9): the deterministic hd256 backward is 1.13-1.31x
+// the default's time with the old ATOMG adds, and 1.23-1.36x since the default's reductions stopped returning data.
 #pragma once
 
 #include <cute/tensor.hpp>
@@ -119,7 +120,7 @@ struct MainloopBwdSm90MmaSplitD {
         cutlass::arch::fence_view_async_shared();
         named_barrier_sync(Traits::kNumMmaThreads, BwdNamedBarrier::kDsReady);
 
-        // dQ's column chunks are issued first, each into its own accumulator, so that the atomics of each run
+        // dQ's column chunks are issued first, each into its own accumulator, so that the reductions of each run
         // while the later GEMMs (the next chunk, dV, dK) are on the tensor cores; in issue order the groups
         // complete chunk 0, ..., dV, dK (perf-notes B9).
         CUTE_UNROLL
