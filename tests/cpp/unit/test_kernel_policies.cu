@@ -7,6 +7,7 @@
 #include <set>
 #include <tuple>
 
+#include "kernels/common/bwd_prepost.cuh"
 #include "kernels/common/mask.hpp"
 #include "kernels/common/tile_scheduler.hpp"
 
@@ -139,6 +140,45 @@ TEST(TileOrder, HeadMajorVisitsEveryTileOnceLongestFirst) {
     }
   }
   EXPECT_EQ(int(seen.size()), 7 * 5 * 3);
+}
+
+// The backward preprocess reads O and dO 16 bytes at a time only when every row start is 16-byte aligned; any one
+// misaligned pointer, stride or row length must send it to the scalar kernel (a 16-byte load from a misaligned
+// address faults).
+TEST(BackwardPreprocess, VectorizedOnlyWhenEveryRowIsAligned) {
+  alignas(16) static unsigned char storage[64];
+  flash3::BwdParams aligned{};
+  aligned.head_dim_v = 128;
+  aligned.head_dim_rounded = 128;
+  aligned.out = storage;
+  aligned.dout = storage + 16;
+  aligned.o_row_stride = aligned.do_row_stride = 3 * 16 * 128;  // e.g. packed (b, s, 3, h, d) views
+  aligned.o_head_stride = aligned.do_head_stride = 128;
+  aligned.o_batch_stride = aligned.do_batch_stride = int64_t(3) * 16 * 128 * 4096;
+  using BF16 = cutlass::bfloat16_t;
+  EXPECT_TRUE(flash3::bwd_preprocess_vectorizable<BF16>(aligned));
+  flash3::BwdParams p = aligned;
+  p.head_dim_v = 72;  // a multiple of 8 that is no power of two: still whole 16-byte chunks
+  p.head_dim_rounded = 96;
+  EXPECT_TRUE(flash3::bwd_preprocess_vectorizable<BF16>(p));
+
+  auto expect_scalar = [&](char const* what, auto&& spoil) {
+    flash3::BwdParams q = aligned;
+    spoil(q);
+    EXPECT_FALSE(flash3::bwd_preprocess_vectorizable<BF16>(q)) << what;
+  };
+  expect_scalar("out + 2 bytes", [&](flash3::BwdParams& q) { q.out = storage + 2; });
+  expect_scalar("dout + 8 bytes", [&](flash3::BwdParams& q) { q.dout = storage + 8; });
+  expect_scalar("o_row_stride odd", [](flash3::BwdParams& q) { q.o_row_stride += 1; });
+  expect_scalar("do_row_stride + 4", [](flash3::BwdParams& q) { q.do_row_stride += 4; });
+  expect_scalar("o_head_stride + 2", [](flash3::BwdParams& q) { q.o_head_stride += 2; });
+  expect_scalar("do_batch_stride + 1", [](flash3::BwdParams& q) { q.do_batch_stride += 1; });
+  expect_scalar("head_dim_v 100", [](flash3::BwdParams& q) { q.head_dim_v = 100; });
+  // fp32 has 4 elements per 16 bytes: a row stride of 4 floats is aligned there, not for 8 bf16
+  flash3::BwdParams f = aligned;
+  f.o_row_stride = f.do_row_stride = 4 * 129;
+  EXPECT_TRUE(flash3::bwd_preprocess_vectorizable<float>(f));
+  EXPECT_FALSE(flash3::bwd_preprocess_vectorizable<BF16>(f));
 }
 
 }  // namespace
