@@ -103,9 +103,12 @@ struct FwdTraitsSm90 {
     int next_tile;  // dynamic tile walk: the index handed from the producer warp to the consumers
   };
   static constexpr int kSharedStorageBytes = sizeof(SharedStorage);
-  // Q buffer `index` (of kQStages), as a (kBlockM, d) tile.
+  // Q buffer `index` (of kQStages): its first element, and the (kBlockM, d) tile.
+  CUTLASS_DEVICE static Element* q_buffer(SharedStorage& smem, int index) {
+    return smem.q.data() + index * cute::cosize_v<SmemLayoutQ>;
+  }
   CUTLASS_DEVICE static auto q_tile(SharedStorage& smem, int index) {
-    return cute::make_tensor(cute::make_smem_ptr(smem.q.data() + index * cute::cosize_v<SmemLayoutQ>), SmemLayoutQ{});
+    return cute::make_tensor(cute::make_smem_ptr(q_buffer(smem, index)), SmemLayoutQ{});
   }
   // Q's WGMMA descriptors rebuilt in every trip of the key-block loop (from an opaque pointer) instead of held in
   // registers across it, where the consumers spill otherwise. Measured on the H100 (perf-notes forward row 22):

@@ -144,8 +144,7 @@ struct MainloopFwdSm90Mma {
       begin_issue();
       if constexpr (Traits::kRebuildQDescriptors) {
         Tensor tSrQ_trip = thr_qk.partition_fragment_A(make_tensor(
-            make_smem_ptr(opaque_pointer(smem.q.data() + state_q.index * cosize_v<typename Traits::SmemLayoutQ>)),
-            typename Traits::SmemLayoutQ{}));
+            make_smem_ptr(opaque_pointer(Traits::q_buffer(smem, state_q.index))), typename Traits::SmemLayoutQ{}));
         wgmma_gemm<true>(mma_qk, tSrQ_trip, tSrK(_, _, _, state_kv.index), tSrS);
       } else {
         wgmma_gemm<true>(mma_qk, tSrQ, tSrK(_, _, _, state_kv.index), tSrS);
