@@ -10,7 +10,9 @@
 
 namespace flash3 {
 
-template <class Element_, int kHeadDim_, int kHeadDimV_, bool kHasLocal_, bool kHasSoftcap_>
+// kLongSequence_: the kernel's long-sequence tile (tile_config.hpp), where it has one; the same as false elsewhere.
+template <class Element_, int kHeadDim_, int kHeadDimV_, bool kHasLocal_, bool kHasSoftcap_,
+          bool kLongSequence_ = false>
 struct FwdTraitsSm90 {
   using Element = Element_;
   static constexpr int kHeadDim = kHeadDim_;
@@ -18,7 +20,7 @@ struct FwdTraitsSm90 {
   static constexpr bool kHasLocal = kHasLocal_;
   static constexpr bool kHasSoftcap = kHasSoftcap_;
 
-  static constexpr FwdTileConfig kConfig = fwd_tile_config_sm90(kHeadDim, kHeadDimV, kHasLocal);
+  static constexpr FwdTileConfig kConfig = fwd_tile_config_sm90(kHeadDim, kHeadDimV, kHasLocal, kLongSequence_);
   static constexpr int kBlockM = kConfig.block_m;
   static constexpr int kBlockN = kConfig.block_n;
   static constexpr int kStages = kConfig.stages;

@@ -12,10 +12,10 @@
 
 namespace flash3 {
 
-template <class Element, int kHeadDim, int kHeadDimV, bool kHasLocal, bool kHasSoftcap>
-void run_fwd_sm90(FwdParams const& p, cudaStream_t stream) {
+template <class Element, int kHeadDim, int kHeadDimV, bool kHasLocal, bool kHasSoftcap, bool kLongSequence>
+void launch_fwd_sm90(FwdParams const& p, cudaStream_t stream) {
   using namespace cute;
-  using Traits = FwdTraitsSm90<Element, kHeadDim, kHeadDimV, kHasLocal, kHasSoftcap>;
+  using Traits = FwdTraitsSm90<Element, kHeadDim, kHeadDimV, kHasLocal, kHasSoftcap, kLongSequence>;
   using Kernel = FwdKernelSm90<Traits>;
   typename Kernel::Params params{};
   params.fwd = p;
@@ -50,6 +50,18 @@ void run_fwd_sm90(FwdParams const& p, cudaStream_t stream) {
                                Shape<typename Traits::HeadDimV, typename Traits::BlockN>{}, _1{});
 
   launch_persistent_forward<Traits, Kernel>(&fwd_kernel_sm90<Kernel>, params, p, stream, "flash3::forward");
+}
+
+// The generated files' entry: one kernel, or two where the variant has a long-sequence tile (tile_config.hpp).
+template <class Element, int kHeadDim, int kHeadDimV, bool kHasLocal, bool kHasSoftcap>
+void run_fwd_sm90(FwdParams const& p, cudaStream_t stream) {
+  if constexpr (fwd_has_long_sequence_tile(kHeadDim, kHeadDimV, kHasLocal)) {
+    if (fwd_wants_long_sequence_tile(p.seqlen_q, p.seqlen_k, p.window_left, p.window_right)) {
+      launch_fwd_sm90<Element, kHeadDim, kHeadDimV, kHasLocal, kHasSoftcap, true>(p, stream);
+      return;
+    }
+  }
+  launch_fwd_sm90<Element, kHeadDim, kHeadDimV, kHasLocal, kHasSoftcap, false>(p, stream);
 }
 
 }  // namespace flash3

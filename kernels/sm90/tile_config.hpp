@@ -6,6 +6,8 @@
 // words) and O (dv/2 floats) within 240 registers.
 #pragma once
 
+#include <cstdint>
+
 // FLASH3_FWD_EXP: bit mask of forward experiments (docs/perf-notes.md, forward rows 12-22), 0 (none) unless a build
 // passes -DFLASH3_FWD_EXP=N. Tile bits: 1 = 3 stages (hdim 128), 8 = no pingpong, 16 / 32 / 256 = kBlockN 176 / 160 /
 // 192 (hdim 128, unmasked), 2048 = one Q buffer (fwd_kernel_traits_sm90.hpp, kQStages). Mainloop / softmax bits:
@@ -25,12 +27,16 @@ struct FwdTileConfig {
   bool pingpong;
 };
 
-constexpr FwdTileConfig fwd_tile_config_sm90(int head_dim, int head_dim_v, bool has_local) {
+// `long_sequence` picks the variant for long rows of keys where a kernel has one (fwd_has_long_sequence_tile).
+constexpr FwdTileConfig fwd_tile_config_sm90(int head_dim, int head_dim_v, bool has_local, bool long_sequence = false) {
   // hdim 64, no mask: 3 consumer warpgroups on 192-row tiles (FA3's shape; no pingpong with 3). Measured on the
   // H100 against 2 pingpong warpgroups on 128 x 192: +5-10% at every seqlen (e.g. 8k 457 -> 502 TFLOPS).
-  // With a causal mask the 192-row tiles lost 20% at 512-1k (more masked work per tile, fewer tiles) and won 10% at
-  // 8k-16k; the masked kernel keeps 128 x 128 with pingpong, where flash3 is ahead of FA3's ratio to cuDNN.
-  if (head_dim <= 64) return has_local ? FwdTileConfig{128, 128, 2, true} : FwdTileConfig{192, 128, 2, false};
+  // With a causal mask the 192-row tiles lose 15-20% at 512-1k (more masked work per tile, fewer tiles), tie at 2k
+  // and win 4-10% at 4k-16k (perf-notes forward row 25), so the masked kernel has both: 128 x 128 with pingpong,
+  // and the 192 x 128 tiles for long sequences.
+  if (head_dim <= 64) {
+    return has_local && !long_sequence ? FwdTileConfig{128, 128, 2, true} : FwdTileConfig{192, 128, 2, false};
+  }
   if (head_dim <= 96) return {128, 128, 2, true};
   // 128 x 176 (FA3's non-causal choice) measured slower here at 4k (592 vs 624 TFLOPS) and spilled 52 bytes.
   constexpr bool kPingpong = (FLASH3_FWD_EXP & 8) == 0;
@@ -44,6 +50,27 @@ constexpr FwdTileConfig fwd_tile_config_sm90(int head_dim, int head_dim_v, bool 
   }
   if (head_dim <= 192) return {128, 112, 2, kPingpong};
   return {128, 80, 2, kPingpong};
+}
+
+// Whether the kernel for (head_dim, head_dim_v, has_local) also has a long-sequence tile (then both are compiled
+// into its file and run_fwd_sm90 picks one per call with fwd_wants_long_sequence_tile).
+constexpr bool fwd_has_long_sequence_tile(int head_dim, int head_dim_v, bool has_local) {
+  FwdTileConfig const a = fwd_tile_config_sm90(head_dim, head_dim_v, has_local, false);
+  FwdTileConfig const b = fwd_tile_config_sm90(head_dim, head_dim_v, has_local, true);
+  return a.block_m != b.block_m || a.block_n != b.block_n || a.stages != b.stages || a.pingpong != b.pingpong;
+}
+
+// Rows of keys long enough for the long-sequence tile: at least 4096 queries, each seeing up to 4096 keys or more
+// (the window, when there is one, bounds the keys a query block sees). Measured crossover: 2k ties, 4k wins.
+constexpr bool fwd_wants_long_sequence_tile(int64_t seqlen_q, int64_t seqlen_k, int64_t window_left,
+                                            int64_t window_right) {
+  constexpr int64_t kMinRows = 4096;
+  int64_t keys = seqlen_k;
+  if (window_left >= 0) {
+    int64_t const span = window_left + 1 + (window_right > 0 ? window_right : 0);
+    keys = span < keys ? span : keys;
+  }
+  return seqlen_q >= kMinRows && keys >= kMinRows;
 }
 
 }  // namespace flash3

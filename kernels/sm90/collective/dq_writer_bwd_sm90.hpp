@@ -46,20 +46,9 @@ CUTLASS_DEVICE void wait_dq_turn_single(int32_t const* semaphore, int ticket) {
 }
 // Consumers that add dQ themselves (head-dim split tiling): after the additions, a fence and the barrier, one
 // elected consumer thread passes the turn on.
-// FLASH3_BWD_EXP & 1 (experiment, default off, not yet run on a GPU; perf-notes B12): the fence as fence.acq_rel.gpu
-// (SASS MEMBAR.ALL.GPU) instead of __threadfence()'s fence.sc.gpu (MEMBAR.SC.GPU). Message passing (the dQ additions
-// before the semaphore increment the next key block acquires) needs release semantics only, and the sequentially
-// consistent fence sits on every consumer thread's path once per step.
-#ifndef FLASH3_BWD_EXP
-#define FLASH3_BWD_EXP 0
-#endif
 CUTLASS_DEVICE void pass_dq_turn(int32_t* semaphore, bool is_leader, int num_threads) {
   // every thread's dQ additions are performed before the turn moves on
-#if (FLASH3_BWD_EXP & 1) != 0
-  asm volatile("fence.acq_rel.gpu;" ::: "memory");
-#else
   __threadfence();
-#endif
   named_barrier_sync(num_threads, BwdNamedBarrier::kDqTurn);
   if (is_leader) { atomicAdd(semaphore, 1); }
 }

@@ -10,6 +10,7 @@
 #include "kernels/common/bwd_prepost.cuh"
 #include "kernels/common/mask.hpp"
 #include "kernels/common/tile_scheduler.hpp"
+#include "kernels/sm90/tile_config.hpp"
 
 namespace {
 
@@ -179,6 +180,32 @@ TEST(BackwardPreprocess, VectorizedOnlyWhenEveryRowIsAligned) {
   f.o_row_stride = f.do_row_stride = 4 * 129;
   EXPECT_TRUE(flash3::bwd_preprocess_vectorizable<float>(f));
   EXPECT_FALSE(flash3::bwd_preprocess_vectorizable<BF16>(f));
+}
+
+// The masked hdim 64 forward carries a second tile for long rows of keys; the rule picks it only when both the
+// queries and the keys a query can see (the window bounds them) reach 4096, and no other kernel has one.
+TEST(ForwardTileChoice, LongSequenceTileOnlyForLongRowsOfKeys) {
+  using flash3::fwd_has_long_sequence_tile;
+  using flash3::fwd_wants_long_sequence_tile;
+  EXPECT_TRUE(fwd_has_long_sequence_tile(64, 64, true));
+  EXPECT_FALSE(fwd_has_long_sequence_tile(64, 64, false));
+  for (int d : {96, 128, 192, 256})
+    for (bool local : {false, true}) EXPECT_FALSE(fwd_has_long_sequence_tile(d, d, local)) << d << " " << local;
+  constexpr auto wide = flash3::fwd_tile_config_sm90(64, 64, true, true);
+  constexpr auto base = flash3::fwd_tile_config_sm90(64, 64, true, false);
+  EXPECT_EQ(wide.block_m, 192);
+  EXPECT_FALSE(wide.pingpong);
+  EXPECT_EQ(base.block_m, 128);
+  EXPECT_TRUE(base.pingpong);
+
+  EXPECT_TRUE(fwd_wants_long_sequence_tile(4096, 4096, -1, 0));     // causal 4k
+  EXPECT_TRUE(fwd_wants_long_sequence_tile(16384, 16384, -1, -1));  // no window
+  EXPECT_FALSE(fwd_wants_long_sequence_tile(4095, 16384, -1, 0));   // too few queries
+  EXPECT_FALSE(fwd_wants_long_sequence_tile(8192, 2048, -1, 0));    // too few keys
+  EXPECT_FALSE(fwd_wants_long_sequence_tile(8192, 8192, 1024, 0));  // the window bounds the keys
+  EXPECT_TRUE(fwd_wants_long_sequence_tile(8192, 8192, 4095, 0));   // window of 4096 keys
+  EXPECT_TRUE(fwd_wants_long_sequence_tile(8192, 8192, 2048, 2047));
+  EXPECT_FALSE(fwd_wants_long_sequence_tile(8192, 8192, 2048, 2046));
 }
 
 }  // namespace
