@@ -39,11 +39,6 @@ struct FwdKernelSm90 {
   };
 
   enum class WarpRole { kProducer = 0, kConsumer = 1 };
-  // Early start: a tile's last turn also issues the next tile's first Q K^T (MainloopFwdSm90Mma::compute_tile), so
-  // the tensor cores work through the epilogue. Needs the next tile's Q loaded while this one runs (2 Q buffers)
-  // and its index without a hand-over (the static walk). FLASH3_FWD_EXP & 32768 turns it off (A/B).
-  static constexpr bool kStartNextTileEarly =
-      Traits::kQStages == 2 && !Traits::kHasLocal && (FLASH3_FWD_EXP & 32768) == 0;
 
   // What tile index t means: coordinates, sequence, key-block trips. Both warp roles derive it the same way, which
   // is what keeps their pipelines in step. has_rows: the query block starts inside the sequence (varlen tiles past a
@@ -110,61 +105,19 @@ struct FwdKernelSm90 {
       if constexpr (Traits::kPingpong) {
         if (warpgroup == 1) { pingpong_pass_turn(warpgroup); }
       }
-      // kStartNext: each tile's last turn issues the next tile's first Q K^T (see compute_tile); `started` says the
-      // current tile's first trip already ran at the end of the previous iteration.
-      auto consume_tiles = [&](auto start_next) CUTLASS_LAMBDA_FUNC_INLINE {
-        constexpr bool kStartNext = decltype(start_next)::value;
+      int count = 0;
+      for (int t = params.walk.first(); t < params.order.num_tiles(); t = params.walk.consumer_next(t, smem, count++)) {
+        TileWork const w = tile_work(params, t);
+        if (!w.has_rows) { continue; }
         Tensor tOrO = partition_fragment_C(mma_pv, Shape<typename Traits::BlockM, typename Traits::HeadDimV>{});
+        clear(tOrO);
         OnlineSoftmax<2> softmax(p.softmax_scale_log2);
-        bool started = false;
-        int count = 0;
-        for (int t = params.walk.first(); t < params.order.num_tiles(); t = params.walk.consumer_next(t, smem, count++)) {
-          TileWork const w = tile_work(params, t);
-          if (!w.has_rows) { continue; }
-          // A tile that sees no key (empty sequence, or masked out entirely) still writes O = 0 and LSE = -inf.
-          if (!started) {
-            clear(tOrO);
-            softmax = OnlineSoftmax<2>(p.softmax_scale_log2);
-            if (!w.trips.empty()) {
-              mainloop.issue_first_s(smem, pipeline_k, mma_thread_idx);
-              mainloop.finish_first_trip(params, pipeline_k, mma_thread_idx, w.tile, w.mask, w.trips, softmax);
-            }
-          }
-          started = false;
-          int const t_next = t + int(gridDim.x);  // the static walk's next tile (used by kStartNext only)
-          bool const next_exists = t_next < params.order.num_tiles();
-          if (!w.trips.empty()) {
-            mainloop.template compute_tile<kStartNext>(params, smem, pipeline_k, pipeline_v, mma_thread_idx, w.tile,
-                                                       w.mask, w.trips, tOrO, softmax, next_exists);
-          }
-          EpilogueFwdSm90<Traits>::store(p, mma_thread_idx, w.tile, w.seq, tOrO, softmax);
-          if constexpr (kStartNext) {
-            // The next tile's S ran under the epilogue: finish its first trip before the loop closes (no WGMMA may
-            // be in flight across the back edge on any path ptxas sees, or it serialises all of them).
-            warpgroup_wait<0>();
-            if (next_exists) {
-              TileWork const next = tile_work(params, t_next);
-              clear(tOrO);
-              softmax = OnlineSoftmax<2>(p.softmax_scale_log2);
-              mainloop.finish_first_trip(params, pipeline_k, mma_thread_idx, next.tile, next.mask, next.trips,
-                                         softmax);
-              started = true;
-            }
-          }
+        // A tile that sees no key (empty sequence, or masked out entirely) still writes O = 0 and LSE = -inf.
+        if (!w.trips.empty()) {
+          mainloop.compute_tile(params, smem, pipeline_k, pipeline_v, mma_thread_idx, w.tile, w.mask, w.trips, tOrO,
+                                softmax);
         }
-      };
-      if constexpr (kStartNextTileEarly) {
-        // Batch mode without seqused and with keys: every tile has rows and key blocks, so every tile but a CTA's
-        // last has a next one to start. Otherwise (varlen, seqused, no keys) the plain loop.
-        bool const every_tile_has_keys = p.cu_seqlens_q == nullptr && p.seqused_q == nullptr &&
-                                         p.seqused_k == nullptr && p.seqlen_k > 0;
-        if (every_tile_has_keys) {
-          consume_tiles(cute::true_type{});
-        } else {
-          consume_tiles(cute::false_type{});
-        }
-      } else {
-        consume_tiles(cute::false_type{});
+        EpilogueFwdSm90<Traits>::store(p, mma_thread_idx, w.tile, w.seq, tOrO, softmax);
       }
       if constexpr (Traits::kPingpong) {
         if (warpgroup == 0) { pingpong_wait_turn(warpgroup); }

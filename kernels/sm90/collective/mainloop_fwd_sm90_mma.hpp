@@ -41,85 +41,13 @@ struct MainloopFwdSm90Mma {
 
   State state_kv;
   PipelineState<Traits::kQStages> state_q;
-  // S and P of the current key block. Members, not locals of one call: a tile's first trip (issue_first_s,
-  // finish_first_trip) and the rest of its trips (compute_tile) are separate calls, and with kStartNext one tile's
-  // last turn issues the next tile's first Q K^T into S, which then runs under the epilogue in between.
-  using FragmentS = decltype(cute::partition_fragment_C(typename Traits::TiledMmaQK{}, TileShapeS{}));
-  FragmentS tSrS;
-  decltype(cute::make_fragment_like<Element>(FragmentS{})) tOrP_owner;  // P in the input precision
 
-  // Softcap, then the mask where the trip needs one.
-  template <class Params, class TensorS, class TensorC, class NeedsMask>
-  CUTLASS_DEVICE static void score_transform(Params const& params, Mask const& mask, TileCoord tile, TensorS& s_rc,
-                                             TensorC const& c_rc, int n_block, NeedsMask) {
-    if constexpr (Traits::kHasSoftcap) {
-      CUTE_UNROLL
-      for (int i = 0; i < cute::size(s_rc); ++i) { s_rc(i) = fast_tanh(s_rc(i) * params.fwd.softcap_inv_scaled); }
-    }
-    if constexpr (NeedsMask::value) { mask.apply(s_rc, c_rc, tile.m_block, n_block); }
-  }
-  CUTLASS_DEVICE void store_p() {
-    cute::Tensor converted = convert_fragment<Element>(tSrS);
-    CUTE_UNROLL
-    for (int i = 0; i < cute::size(converted); ++i) { tOrP_owner(i) = converted(i); }
-  }
-  // Q K^T of the current Q buffer and K stage into S (one WGMMA group, not waited for).
-  CUTLASS_DEVICE void issue_qk(typename Traits::SharedStorage& smem, int mma_thread_idx) {
-    using namespace cute;
-    typename Traits::TiledMmaQK mma_qk;
-    auto thr_qk = mma_qk.get_thread_slice(mma_thread_idx);
-    Tensor tSrQ = thr_qk.partition_fragment_A(
-        make_tensor(make_smem_ptr(opaque_pointer(Traits::q_buffer(smem, state_q.index))), typename Traits::SmemLayoutQ{}));
-    Tensor tSrK = thr_qk.partition_fragment_B(make_tensor(make_smem_ptr(smem.k.data()), typename Traits::SmemLayoutK{}));
-    wgmma_gemm<true>(mma_qk, tSrQ, tSrK(_, _, _, state_kv.index), tSrS);
-  }
-
-  // A tile's first trip (its highest key block) is S only, no P V yet; always masked unless the block is interior.
-  // issue_first_s issues its Q K^T on the warpgroup's own turn (when the previous tile's last turn did not);
-  // finish_first_trip waits for it, runs the first softmax step into `softmax` (fresh) and leaves P for compute_tile.
-  CUTLASS_DEVICE void issue_first_s(typename Traits::SharedStorage& smem, PipelineKV const& pipeline_k,
-                                    int mma_thread_idx) {
-    typename Traits::PipelineQ const pipeline_q{&smem.pipeline_q};
-    pipeline_q.consumer_wait(state_q);
-    pipeline_k.consumer_wait(state_kv);
-    int const warpgroup = mma_thread_idx / cutlass::NumThreadsPerWarpGroup;
-    if constexpr (Traits::kPingpong) { pingpong_wait_turn(warpgroup); }
-    issue_qk(smem, mma_thread_idx);
-    if constexpr (Traits::kPingpong) { pingpong_pass_turn(warpgroup); }
-  }
-  template <class Params>
-  CUTLASS_DEVICE void finish_first_trip(Params const& params, PipelineKV const& pipeline_k, int mma_thread_idx,
-                                        TileCoord tile, Mask const& mask, typename Mask::Trips const& trips,
-                                        OnlineSoftmax<kRowsPerThread>& softmax) {
-    using namespace cute;
-    warpgroup_wait<0>();
-    pipeline_k.consumer_release(state_kv, (threadIdx.x % cutlass::NumThreadsPerWarpGroup) == 0);
-    typename Traits::TiledMmaQK mma_qk;
-    Tensor tSrS_rc = make_tensor(tSrS.data(), accumulator_rowcol_layout(tSrS.layout()));
-    Tensor tScS = mma_qk.get_thread_slice(mma_thread_idx).partition_C(make_identity_tensor(TileShapeS{}));
-    Tensor tScS_rc = make_tensor(tScS.data(), accumulator_rowcol_layout(tScS.layout()));
-    int const n_block = trips.n_end - 1;
-    if (n_block >= trips.n_masked_hi || n_block < trips.n_masked_lo) {
-      score_transform(params, mask, tile, tSrS_rc, tScS_rc, n_block, cute::true_type{});
-    } else {
-      score_transform(params, mask, tile, tSrS_rc, tScS_rc, n_block, cute::false_type{});
-    }
-    float correction[kRowsPerThread];
-    if constexpr ((FLASH3_FWD_EXP & 2) == 0) { softmax.template step<true>(tSrS_rc, correction); }
-    store_p();
-  }
-
-  // The trips after the first and the last P V; leaves the unnormalised O in tOrO and the row statistics in softmax.
-  // kStartNext (the early start, see FwdKernelSm90::kStartNextTileEarly): this tile's last turn also issues the
-  // next tile's first Q K^T, so the tensor cores work through the epilogue; the caller waits for it and runs
-  // finish_first_trip after the epilogue. The Q K^T goes out unconditionally, because ptxas serialises every WGMMA
-  // of the kernel when one is issued in a branch while another group is in flight (C7520); without a next tile
-  // (next_exists false) it reads stale buffers that no load writes any more and its S is dropped.
-  template <bool kStartNext, class Params, class TensorO>
+  // Runs the key-block loop of one tile; leaves the unnormalised O in tOrO and the row statistics in softmax.
+  template <class Params, class TensorO>
   CUTLASS_DEVICE void compute_tile(Params const& params, typename Traits::SharedStorage& smem,
                                    PipelineKV const& pipeline_k, PipelineKV const& pipeline_v, int mma_thread_idx,
                                    TileCoord tile, Mask const& mask, typename Mask::Trips const& trips,
-                                   TensorO& tOrO, OnlineSoftmax<kRowsPerThread>& softmax, bool next_exists) {
+                                   TensorO& tOrO, OnlineSoftmax<kRowsPerThread>& softmax) {
     using namespace cute;
     bool const is_wg_leader = (threadIdx.x % cutlass::NumThreadsPerWarpGroup) == 0;
 
@@ -135,13 +63,22 @@ struct MainloopFwdSm90Mma {
     Tensor tSrK = thr_qk.partition_fragment_B(sK);   // (MMA, MMA_N, MMA_K, PIPE)
     Tensor tOrV = thr_pv.partition_fragment_B(sVt);  // (MMA, MMA_N, MMA_K, PIPE)
 
+    Tensor tSrS = partition_fragment_C(mma_qk, TileShapeS{});  // (MMA, MMA_M, MMA_N) fp32
     Tensor tSrS_rc = make_tensor(tSrS.data(), accumulator_rowcol_layout(tSrS.layout()));
     Tensor tScS = thr_qk.partition_C(make_identity_tensor(TileShapeS{}));
     Tensor tScS_rc = make_tensor(tScS.data(), accumulator_rowcol_layout(tScS.layout()));
     Tensor tOrO_rc = make_tensor(tOrO.data(), accumulator_rowcol_layout(tOrO.layout()));
-    // P viewed as the A operand of the P V WGMMA.
+    // P in the input precision, viewed as the A operand of the P V WGMMA.
+    Tensor tOrP_owner = cute::make_tensor<Element>(tSrS.layout());
     Tensor tOrP = make_tensor(tOrP_owner.data(), accumulator_as_a_operand_layout(tOrP_owner.layout()));
 
+    auto score_transform = [&](auto& s_rc, int n_block, auto needs_mask) CUTLASS_LAMBDA_FUNC_INLINE {
+      if constexpr (Traits::kHasSoftcap) {
+        CUTE_UNROLL
+        for (int i = 0; i < size(s_rc); ++i) { s_rc(i) = fast_tanh(s_rc(i) * params.fwd.softcap_inv_scaled); }
+      }
+      if constexpr (decltype(needs_mask)::value) { mask.apply(s_rc, tScS_rc, tile.m_block, n_block); }
+    };
     auto rescale_o = [&](float const (&correction)[kRowsPerThread]) CUTLASS_LAMBDA_FUNC_INLINE {
       if constexpr ((FLASH3_FWD_EXP & 4) != 0) { return; }  // DIAGNOSTIC
       if constexpr (OnlineSoftmax<kRowsPerThread>::kLazyRescale) {
@@ -157,6 +94,11 @@ struct MainloopFwdSm90Mma {
         for (int c = 0; c < size<1>(tOrO_rc); ++c) { tOrO_rc(r, c) *= correction[r]; }
       }
     };
+    auto store_p = [&]() CUTLASS_LAMBDA_FUNC_INLINE {
+      Tensor converted = convert_fragment<Element>(tSrS);
+      CUTE_UNROLL
+      for (int i = 0; i < size(converted); ++i) { tOrP_owner(i) = converted(i); }
+    };
 
     // Pingpong: take our turn on the tensor cores before issuing, hand it to the other warpgroup right after, so
     // its GEMMs run under our softmax (FA3 paper, sec. 3.1).
@@ -169,10 +111,26 @@ struct MainloopFwdSm90Mma {
     };
 
     typename Traits::PipelineQ const pipeline_q{&smem.pipeline_q};
-    // O is zero after the first trip, so the first rescale is a no-op.
-    float correction[kRowsPerThread];
-    CUTE_UNROLL
-    for (int r = 0; r < kRowsPerThread; ++r) { correction[r] = 1.f; }
+    pipeline_q.consumer_wait(state_q);
+
+    // First trip (highest key block): S only, no P V yet. It is always a masked trip unless the block is interior.
+    int n_block = trips.n_end - 1;
+    float correction[kRowsPerThread] = {};  // set by every softmax step (left 0 only by the no-softmax DIAGNOSTIC)
+    {
+      pipeline_k.consumer_wait(state_kv);
+      begin_issue();
+      wgmma_gemm<true>(mma_qk, tSrQ, tSrK(_, _, _, state_kv.index), tSrS);
+      end_issue();
+      warpgroup_wait<0>();
+      pipeline_k.consumer_release(state_kv, is_wg_leader);
+      if (n_block >= trips.n_masked_hi || n_block < trips.n_masked_lo) {
+        score_transform(tSrS_rc, n_block, cute::true_type{});
+      } else {
+        score_transform(tSrS_rc, n_block, cute::false_type{});
+      }
+      if constexpr ((FLASH3_FWD_EXP & 2) == 0) { softmax.template step<true>(tSrS_rc, correction); }
+      store_p();
+    }
     // O is rescaled for the previous block's max after Q K^T is issued and before P V: the multiplies run under the
     // Q K^T GEMM instead of between the P V wait and the next issue (perf-notes forward row 12).
     constexpr bool kRescaleUnderQK = (FLASH3_FWD_EXP & 64) == 0;
@@ -197,7 +155,7 @@ struct MainloopFwdSm90Mma {
       end_issue();
       warpgroup_wait<1>();  // S_n is ready; P V still running
       pipeline_k.consumer_release(state_kv, is_wg_leader);
-      score_transform(params, mask, tile, tSrS_rc, tScS_rc, n_block, needs_mask);
+      score_transform(tSrS_rc, n_block, needs_mask);
       if constexpr ((FLASH3_FWD_EXP & 2) == 0) {
         softmax.template step<false>(tSrS_rc, correction);
         warpgroup_wait_after<0>(softmax.row_sum[kRowsPerThread - 1]);  // P V done: V's stage and P are free
@@ -209,7 +167,7 @@ struct MainloopFwdSm90Mma {
       store_p();
     };
 
-    int n_block = trips.n_end - 2;
+    --n_block;
     for (; n_block >= trips.n_masked_hi && n_block >= trips.n_begin; --n_block) { trip(n_block, cute::true_type{}); }
     for (; n_block >= trips.n_masked_lo; --n_block) { trip(n_block, cute::false_type{}); }
     for (; n_block >= trips.n_begin; --n_block) { trip(n_block, cute::true_type{}); }
@@ -218,28 +176,14 @@ struct MainloopFwdSm90Mma {
     pipeline_q.consumer_release(state_q, is_wg_leader);
     state_q.advance();
 
-    State const state_v_last = state_kv;
-    state_kv.advance();
-    pipeline_v.consumer_wait(state_v_last);
-    if constexpr (kStartNext) {
-      static_assert(Traits::kQStages == 2, "the next tile's Q must load while this tile runs");
-      if (next_exists) {
-        pipeline_q.consumer_wait(state_q);
-        pipeline_k.consumer_wait(state_kv);
-      }
-    }
+    pipeline_v.consumer_wait(state_kv);
     if constexpr (kRescaleUnderQK) { rescale_o(correction); }
     begin_issue();
-    wgmma_gemm<false>(mma_pv, tOrP, tOrV(_, _, _, state_v_last.index), tOrO);
-    if constexpr (kStartNext) {
-      issue_qk(smem, mma_thread_idx);
-      end_issue();
-      warpgroup_wait<1>();  // P V done; the next tile's S still running
-    } else {
-      end_issue();
-      warpgroup_wait<0>();
-    }
-    pipeline_v.consumer_release(state_v_last, is_wg_leader);
+    wgmma_gemm<false>(mma_pv, tOrP, tOrV(_, _, _, state_kv.index), tOrO);
+    end_issue();
+    warpgroup_wait<0>();
+    pipeline_v.consumer_release(state_kv, is_wg_leader);
+    state_kv.advance();
   }
 };
 
