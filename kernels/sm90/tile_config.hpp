@@ -13,7 +13,8 @@
 // 192 (hdim 128, unmasked), 2048 = one Q buffer (fwd_kernel_traits_sm90.hpp, kQStages). Mainloop / softmax bits:
 // 2 = DIAGNOSTIC no softmax (P = S: wrong results, for timing), 4 = DIAGNOSTIC no O rescale (wrong results), 64 = O
 // rescale after the P V wait (the old order), 128 = eager rescale (no lazy max), 512 = non-volatile ex2 asm,
-// 8192 / 16384 = Q descriptors rebuilt per trip on / off (fwd_kernel_traits_sm90.hpp, kRebuildQDescriptors).
+// 8192 / 16384 = Q descriptors rebuilt per trip on / off (fwd_kernel_traits_sm90.hpp, kRebuildQDescriptors),
+// 32768 = no long-sequence tile (fwd_has_long_sequence_tile).
 #ifndef FLASH3_FWD_EXP
 #define FLASH3_FWD_EXP 0
 #endif
@@ -55,6 +56,7 @@ constexpr FwdTileConfig fwd_tile_config_sm90(int head_dim, int head_dim_v, bool 
 // Whether the kernel for (head_dim, head_dim_v, has_local) also has a long-sequence tile (then both are compiled
 // into its file and run_fwd_sm90 picks one per call with fwd_wants_long_sequence_tile).
 constexpr bool fwd_has_long_sequence_tile(int head_dim, int head_dim_v, bool has_local) {
+  if ((FLASH3_FWD_EXP & 32768) != 0) return false;
   FwdTileConfig const a = fwd_tile_config_sm90(head_dim, head_dim_v, has_local, false);
   FwdTileConfig const b = fwd_tile_config_sm90(head_dim, head_dim_v, has_local, true);
   return a.block_m != b.block_m || a.block_n != b.block_n || a.stages != b.stages || a.pingpong != b.pingpong;
