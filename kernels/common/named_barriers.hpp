@@ -20,7 +20,7 @@ enum class BwdNamedBarrier : uint32_t {
   kDsReady = 0,  // both consumer warpgroups wrote their dS^T tile (dQ = dS K reads both halves)
   kDqFull = 1,   // the consumers wrote the step's dQ into shared memory (the dQ writer warp waits)
   kDqEmpty = 2,  // the dQ writer's bulk reduction has read that buffer (the consumers wait)
-  kDqTurn = 3,   // deterministic, head-dim split: the consumers' additions into a dQ block are done
+  kDqTurn = 3,   // deterministic, head-dim split: the consumers issued their additions (the turn-keeper passes on)
   // Deterministic, key split: a second dQ writer warp takes the odd steps, with its own pair of barriers.
   kDqFull1 = 4,
   kDqEmpty1 = 5,

@@ -44,14 +44,6 @@ CUTLASS_DEVICE void wait_dq_turn_single(int32_t const* semaphore, int ticket) {
     asm volatile("ld.acquire.gpu.global.s32 %0, [%1];" : "=r"(seen) : "l"(semaphore) : "memory");
   } while (seen != ticket);
 }
-// Consumers that add dQ themselves (head-dim split tiling): after the additions, a fence and the barrier, one
-// elected consumer thread passes the turn on.
-CUTLASS_DEVICE void pass_dq_turn(int32_t* semaphore, bool is_leader, int num_threads) {
-  // every thread's dQ additions are performed before the turn moves on
-  __threadfence();
-  named_barrier_sync(num_threads, BwdNamedBarrier::kDqTurn);
-  if (is_leader) { atomicAdd(semaphore, 1); }
-}
 
 // The dQ buffer hand-over barriers of writer `slot` (0, or 1 for the second writer of the deterministic mode).
 CUTLASS_DEVICE BwdNamedBarrier dq_full_barrier(int slot) {
@@ -106,7 +98,11 @@ struct DqWriterBwdSm90 {
 
 // Deterministic mode, head-dim split (the consumers add dQ themselves): warp 1 of the producer warpgroup computes
 // each step's ticket and polls the semaphore ahead of the consumers, then meets them at kDqTurnGranted (a sync on
-// both sides, so it never runs a phase ahead), leaving the consumers a barrier instead of a poll.
+// both sides, so it never runs a phase ahead), leaving the consumers a barrier instead of a poll. It also passes
+// the turn on: the consumers arrive at kDqTurn once their reductions are issued and go on; the keeper syncs there,
+// fences and increments the semaphore. The fence is cumulative (PTX memory model: the consumers' reductions precede
+// it through the barrier), so it orders every consumer's additions before the increment while only the keeper
+// waits for them to drain, and the successor gets the turn in this step instead of after the next step's softmax.
 template <class Traits>
 struct DqTurnKeeperBwdSm90 {
   static constexpr int kBarrierThreads = Traits::kNumMmaThreads + cutlass::NumThreadsPerWarp;
@@ -123,6 +119,12 @@ struct DqTurnKeeperBwdSm90 {
         }
         __syncwarp();
         named_barrier_sync(kBarrierThreads, BwdNamedBarrier::kDqTurnGranted);
+        named_barrier_sync(kBarrierThreads, BwdNamedBarrier::kDqTurn);
+        if (is_leader) {
+          asm volatile("fence.acq_rel.gpu;" ::: "memory");
+          atomicAdd(p.dq_semaphore + scratch_row / Traits::kBlockM + work.order.m_at(i), 1);
+        }
+        __syncwarp();
       }
     }
   }

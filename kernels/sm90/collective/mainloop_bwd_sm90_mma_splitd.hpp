@@ -9,12 +9,10 @@
 // these reductions (docs/perf-notes.md B9, B11).
 //
 // Deterministic mode: before its first reduction of a step the warpgroups meet the turn-keeper warp
-// (DqTurnKeeperBwdSm90), which has already waited for the step's ticket. The turn is passed on (fence, barrier,
-// signal) only in the next step of the same query head, after P^T and dS^T, so the fence does not wait for the
-// reductions just issued; the successor at that block visits it a step later (BwdQueryOrder's stagger) and needs
-// the turn only after issuing its GEMMs. Passing late adds no wait on another CTA, so the progress argument of
-// bwd_query_order.hpp holds. Measured (docs/perf-notes.md B6, B9): the deterministic hd256 backward is 1.13-1.31x
-// the default's time with the old ATOMG adds, and 1.23-1.36x since the default's reductions stopped returning data.
+// (DqTurnKeeperBwdSm90), which has already waited for the step's ticket; once their reductions are issued they
+// arrive at kDqTurn and go on, and the keeper fences and passes the turn (dq_writer_bwd_sm90.hpp). Until
+// docs/perf-notes.md B15 the consumers passed it themselves (fence, barrier, signal) in the next step, after its
+// softmax, which left the successor at that block (a step behind, BwdQueryOrder's stagger) almost no slack.
 #pragma once
 
 #include <cute/tensor.hpp>
@@ -46,7 +44,6 @@ struct MainloopBwdSm90MmaSplitD {
     using namespace cute;
     BwdParams const& p = params.bwd;
     bool const is_wg_leader = (threadIdx.x % cutlass::NumThreadsPerWarpGroup) == 0;
-    bool const is_consumer_leader = mma_thread_idx == 0;
 
     BwdSmemViews<Traits> const sm(smem);
     Tensor sPt = make_tensor(make_smem_ptr(smem.dq_acc_or_pt.data()), typename Traits::SmemLayoutPt{});
@@ -105,10 +102,6 @@ struct MainloopBwdSm90MmaSplitD {
         warpgroup_wait<1>();
         bwd_scores_to_p_ds<Traits>(p, work, m_block, smem.lse_log2[state.index], smem.dpsum[state.index], tSrS_rc,
                                    tdPrdP_rc, tScS_rc);
-        if (p.deterministic && visit > 0) {  // the previous block's turn (recomputed: no register held across)
-          pass_dq_turn(p.dq_semaphore + scratch_row / Traits::kBlockM + work.order.m_at(visit - 1), is_consumer_leader,
-                       Traits::kNumMmaThreads);
-        }
 
         // Both halves of P^T and dS^T to shared memory (double-buffered: the barrier below also orders these
         // stores after the other warpgroup's GEMMs of two steps ago, which it waited for before arriving).
@@ -134,7 +127,6 @@ struct MainloopBwdSm90MmaSplitD {
         wgmma_gemm<false>(mma_dv, tdVrPt(_, _, _, buffer), tdVrdOt(_, _, _, state.index), tdVrdV);
         wgmma_gemm<false>(mma_dk, tdKrdSt(_, _, _, buffer), tdKrQt(_, _, _, state.index), tdKrdK);
 
-        int32_t* semaphore = p.dq_semaphore + scratch_row / Traits::kBlockM + m_block;
         float4* dq_block = reinterpret_cast<float4*>(
             p.dq_accum + (scratch_row + int64_t(m_block) * Traits::kBlockM) * Traits::kHeadDim);
         if (p.deterministic) {
@@ -152,12 +144,12 @@ struct MainloopBwdSm90MmaSplitD {
           }
         };
         for_each(make_int_sequence<Traits::kDqChunks>{}, add_chunk);
+        if (p.deterministic) {  // additions issued: the keeper passes the turn on
+          named_barrier_arrive(Traits::kNumMmaThreads + cutlass::NumThreadsPerWarp, BwdNamedBarrier::kDqTurn);
+        }
         warpgroup_wait<0>();  // dV and dK done: Q and dO are free
         pipeline_q.consumer_release(state, is_wg_leader);
         pipeline_do.consumer_release(state, is_wg_leader);
-        if (p.deterministic && visit + 1 == work.order.num_steps) {  // last block of this query head: pass now
-          pass_dq_turn(semaphore, is_consumer_leader, Traits::kNumMmaThreads);
-        }
         state.advance();
       }
     }
