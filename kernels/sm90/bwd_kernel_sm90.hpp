@@ -3,7 +3,7 @@
 //   warpgroup 0        producer: setmaxnreg down; warp 0: one thread issues all loads (MainloopBwdSm90Load);
 //                      warp 1: adds each step's dQ into the fp32 accumulator (DqWriterBwdSm90; d <= 128); in
 //                      deterministic mode warps 1 and 2 take alternate steps (d <= 128), or warp 1 waits for the
-//                      consumers' turns (DqTurnKeeperBwdSm90, head-dim split)
+//                      consumers' turns and passes them on (DqTurnKeeperBwdSm90, head-dim split)
 //   warpgroups 1..2    consumers: setmaxnreg up, the five GEMMs per query block (MainloopBwdSm90Mma for d <= 128,
 //                      MainloopBwdSm90MmaSplitD above), then dK/dV
 //
