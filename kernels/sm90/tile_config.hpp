@@ -14,7 +14,8 @@
 // 2 = DIAGNOSTIC no softmax (P = S: wrong results, for timing), 4 = DIAGNOSTIC no O rescale (wrong results), 64 = O
 // rescale after the P V wait (the old order), 128 = eager rescale (no lazy max), 512 = non-volatile ex2 asm,
 // 8192 / 16384 = Q descriptors rebuilt per trip on / off (fwd_kernel_traits_sm90.hpp, kRebuildQDescriptors),
-// 32768 = no long-sequence tile (fwd_has_long_sequence_tile).
+// 32768 = no long-sequence tile (fwd_has_long_sequence_tile), 65536 = DIAGNOSTIC no row max after a tile's first
+// block (softmax.hpp; correct only while no later block's scores exceed the first block's max by ~128 in log2 units).
 #ifndef FLASH3_FWD_EXP
 #define FLASH3_FWD_EXP 0
 #endif
