@@ -72,14 +72,7 @@ struct OnlineSoftmax {
       static_assert(kCols % 4 == 0);
       if constexpr ((FLASH3_FWD_EXP & 65536) != 0 && !kIsFirst) {  // DIAGNOSTIC: no max after the first block
         correction[r] = 1.f;
-        float const m_fixed = row_max[r] * scale_log2;
-        float sum[4] = {0.f, 0.f, 0.f, 0.f};
-        CUTE_UNROLL
-        for (int c = 0; c < kCols; ++c) {
-          s(r, c) = fast_exp2(s(r, c) * scale_log2 - m_fixed);
-          sum[c % 4] += s(r, c);
-        }
-        row_sum[r] += (sum[0] + sum[1]) + (sum[2] + sum[3]);
+        exp_and_sum(s, r, row_max[r] * scale_log2);
         continue;
       }
       float part[4] = {row_max[r], -INFINITY, -INFINITY, -INFINITY};
@@ -110,14 +103,22 @@ struct OnlineSoftmax {
         row_sum[r] *= correction[r];
         row_max[r] = m;
       }
-      float sum[4] = {0.f, 0.f, 0.f, 0.f};
-      CUTE_UNROLL
-      for (int c = 0; c < kCols; ++c) {
-        s(r, c) = fast_exp2(s(r, c) * scale_log2 - m_scaled);
-        sum[c % 4] += s(r, c);
-      }
-      row_sum[r] += (sum[0] + sum[1]) + (sum[2] + sum[3]);
+      exp_and_sum(s, r, m_scaled);
     }
+  }
+
+  // Row r of S becomes P = exp2(S * scale_log2 - m_scaled) in place; its sum goes onto row_sum (four partial sums:
+  // see step).
+  template <class TensorS>
+  CUTLASS_DEVICE void exp_and_sum(TensorS& s, int r, float m_scaled) {
+    constexpr int kCols = decltype(cute::size<1>(s))::value;
+    float sum[4] = {0.f, 0.f, 0.f, 0.f};
+    CUTE_UNROLL
+    for (int c = 0; c < kCols; ++c) {
+      s(r, c) = fast_exp2(s(r, c) * scale_log2 - m_scaled);
+      sum[c % 4] += s(r, c);
+    }
+    row_sum[r] += (sum[0] + sum[1]) + (sum[2] + sum[3]);
   }
 
   // Final normalisation: returns 1/sum per row (0 for rows that saw no key) and writes the natural-log LSE
