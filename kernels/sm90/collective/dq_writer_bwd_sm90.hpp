@@ -114,15 +114,14 @@ struct DqTurnKeeperBwdSm90 {
       int64_t const scratch_row = bwd_scratch_row(p, work.batch, work.head_k * work.group + g);
       for (int i = 0; i < work.order.num_steps; ++i) {
         int const ticket = work.order.ticket_warp(i);
-        if (is_leader) {
-          wait_dq_turn_single(p.dq_semaphore + scratch_row / Traits::kBlockM + work.order.m_at(i), ticket);
-        }
+        int32_t* semaphore = p.dq_semaphore + scratch_row / Traits::kBlockM + work.order.m_at(i);
+        if (is_leader) { wait_dq_turn_single(semaphore, ticket); }
         __syncwarp();
         named_barrier_sync(kBarrierThreads, BwdNamedBarrier::kDqTurnGranted);
         named_barrier_sync(kBarrierThreads, BwdNamedBarrier::kDqTurn);
         if (is_leader) {
           asm volatile("fence.acq_rel.gpu;" ::: "memory");
-          atomicAdd(p.dq_semaphore + scratch_row / Traits::kBlockM + work.order.m_at(i), 1);
+          atomicAdd(semaphore, 1);
         }
         __syncwarp();
       }
