@@ -9,7 +9,9 @@
 
 namespace flash3 {
 
-// Bytes of device scratch that forward(args) needs (0 when it needs none). Validates args like forward().
+// Bytes of device scratch to give forward(args) (256 today). Validates args like forward(). The workspace need not be
+// zeroed, and one workspace serves any number of calls on one stream. Causal / local calls fail without it; the
+// others run with less (an older caller's 0 bytes) but then take the exact-max softmax, which is slower.
 int64_t forward_workspace_size(const ForwardArgs& args);
 // Runs the forward pass on args.options.stream. Asynchronous with respect to the host.
 void forward(const ForwardArgs& args);

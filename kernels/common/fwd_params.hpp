@@ -16,6 +16,25 @@ struct Fp8Descale {
   int32_t head_group;
 };
 
+// How the fp16 / bf16 forward picks each row's softmax offset (kernels/common/softmax.hpp).
+//   kExact:       the running row max; one launch. Used when the caller gives no workspace.
+//   kFixedOffset: the first block's row max, fixed; a row that overflows sets FwdRepairState::needed, and the
+//                 launcher follows with a kRepair launch of the same kernel.
+//   kRepair:      exits at once unless `needed` is set; otherwise recomputes the whole call with kExact's softmax
+//                 and clears `needed` (so a CUDA graph replaying the pair starts clean).
+enum class FwdSoftmaxMode : int32_t { kExact = 0, kFixedOffset = 1, kRepair = 2 };
+
+// In the forward workspace, after the dynamic walk's counter. Zeroed by nobody before a call: the kFixedOffset launch
+// zeroes repair_tile_counter and ctas_seen (the kRepair launch runs after it in stream order); `needed` is cleared by
+// the kRepair launch that consumed it. Garbage in `needed` (a fresh workspace) costs one needless repair, nothing else.
+struct FwdRepairState {
+  int32_t repair_tile_counter;  // the kRepair launch's dynamic walk counter
+  uint32_t needed;              // set by any fixed-offset row that overflowed
+  uint32_t ctas_seen;           // kRepair CTAs that have read `needed`; the last one clears it
+};
+// Byte offset of FwdRepairState in the forward workspace (the tile counter is at 0).
+constexpr int64_t kFwdRepairStateOffset = 64;
+
 struct FwdParams {
   const void* q;  // (b, sq, h, d) or varlen (tq, h, d)
   const void* k;  // (b, sk, hk, d) or varlen (tk, hk, d)
@@ -57,6 +76,8 @@ struct FwdParams {
 
   int32_t num_sms;         // persistent grid size
   int32_t* tile_counter;   // dynamic scheduler counter in the workspace (zeroed by the launcher), or null
+  int32_t softmax_mode;    // FwdSoftmaxMode (set by the fp16 / bf16 launcher)
+  FwdRepairState* repair;  // in the workspace, or null (no workspace: kExact only)
 
   // ---- FP8 (e4m3) forward only (kernels/sm90/fp8_*); ignored by the fp16/bf16 kernels ----
   Fp8Descale q_descale, k_descale, v_descale;

@@ -58,12 +58,36 @@ struct FwdKernelSm90 {
     return {tile, seq, mask, mask.trips(tile.m_block), tile.m_block * Traits::kBlockM < seq.seqlen_q};
   }
 
+  // The kRepair launch, per CTA (every thread): whether the fixed-offset launch before it asked for a repair. One
+  // thread reads the flag (so the CTA agrees); the last CTA to read it clears it, after every CTA has read it.
+  CUTLASS_DEVICE static bool repair_needed(FwdRepairState* repair) {
+    uint32_t needed = 0;
+    if (threadIdx.x == 0) {
+      needed = *reinterpret_cast<volatile uint32_t*>(&repair->needed);
+      if (needed != 0) {
+        __threadfence();
+        if (atomicAdd(&repair->ctas_seen, 1u) == gridDim.x - 1) { repair->needed = 0; }
+      }
+    }
+    return __syncthreads_or(needed != 0) != 0;
+  }
+
   CUTLASS_DEVICE void operator()(Params const& params, char* smem_raw) const {
     using namespace cute;
     auto& smem = *reinterpret_cast<typename Traits::SharedStorage*>(smem_raw);
     int const warp_idx = cutlass::canonical_warp_idx_sync();
     int const warpgroup_idx = cutlass::canonical_warp_group_idx();
     WarpRole const role = warpgroup_idx == 0 ? WarpRole::kProducer : WarpRole::kConsumer;
+    FwdParams const& p = params.fwd;
+    if constexpr (Traits::kFixedOffsetSoftmax) {
+      if (p.softmax_mode == int32_t(FwdSoftmaxMode::kRepair)) {
+        if (!repair_needed(p.repair)) { return; }
+      } else if (p.softmax_mode == int32_t(FwdSoftmaxMode::kFixedOffset) && blockIdx.x == 0 && threadIdx.x == 0) {
+        // The repair launch that follows in stream order starts from these.
+        p.repair->repair_tile_counter = 0;
+        p.repair->ctas_seen = 0;
+      }
+    }
 
     if (warp_idx == 0 && cute::elect_one_sync()) {
       cute::prefetch_tma_descriptor(params.tma_q.get_tma_descriptor());
@@ -78,7 +102,6 @@ struct FwdKernelSm90 {
 
     typename Traits::PipelineKV pipeline_k{&smem.pipeline_k};
     typename Traits::PipelineKV pipeline_v{&smem.pipeline_v};
-    FwdParams const& p = params.fwd;
 
     if (role == WarpRole::kProducer) {
       cutlass::arch::warpgroup_reg_dealloc<Traits::kProducerRegisters>();
@@ -111,7 +134,8 @@ struct FwdKernelSm90 {
         if (!w.has_rows) { continue; }
         Tensor tOrO = partition_fragment_C(mma_pv, Shape<typename Traits::BlockM, typename Traits::HeadDimV>{});
         clear(tOrO);
-        OnlineSoftmax<2> softmax(p.softmax_scale_log2);
+        typename MainloopFwdSm90Mma<Traits>::Softmax softmax(
+            p.softmax_scale_log2, p.softmax_mode == int32_t(FwdSoftmaxMode::kFixedOffset));
         // A tile that sees no key (empty sequence, or masked out entirely) still writes O = 0 and LSE = -inf.
         if (!w.trips.empty()) {
           mainloop.compute_tile(params, smem, pipeline_k, pipeline_v, mma_thread_idx, w.tile, w.mask, w.trips, tOrO,

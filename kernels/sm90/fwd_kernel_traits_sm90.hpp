@@ -19,6 +19,11 @@ struct FwdTraitsSm90 {
   static constexpr int kHeadDimV = kHeadDimV_;
   static constexpr bool kHasLocal = kHasLocal_;
   static constexpr bool kHasSoftcap = kHasSoftcap_;
+  // The fixed-offset softmax and its repair launch (softmax.hpp, FwdSoftmaxMode); FLASH3_FWD_EXP & 65536 compiles
+  // them out (at run time FLASH3_FWD_SOFTMAX=exact takes the exact softmax alone: src/dispatch/fwd_dispatch.hpp).
+  // Not for hdim 256: there the GEMMs hide the softmax and it measured even at 1k-16k, -3% at 512 (perf-notes
+  // forward row 28).
+  static constexpr bool kFixedOffsetSoftmax = (FLASH3_FWD_EXP & 65536) == 0 && kHeadDim <= 192;
 
   static constexpr FwdTileConfig kConfig = fwd_tile_config_sm90(kHeadDim, kHeadDimV, kHasLocal, kLongSequence_);
   static constexpr int kBlockM = kConfig.block_m;

@@ -9,11 +9,14 @@
 #include "flash3/types.hpp"
 #include "kernels/common/fwd_params.hpp"
 #include "kernels/common/launch_helpers.hpp"
+#include "kernels/sm90/tile_config.hpp"
 
 namespace flash3 {
 
 // `params` has its descriptors set; this fills params.order (and params.walk for masked kernels) and launches
-// min(#tiles, #SMs) CTAs. `what` names the caller in a launch error.
+// min(#tiles, #SMs) CTAs. `what` names the caller in a launch error. With params.fwd.softmax_mode = kFixedOffset it
+// launches the kernel a second time in kRepair mode (which exits at once unless a row overflowed); that launch's
+// walk counter is zeroed by the first launch (FwdRepairState), so it costs no memset.
 template <class Traits, class Kernel>
 void launch_persistent_forward(void (*kernel)(typename Kernel::Params), typename Kernel::Params& params,
                                FwdParams const& p, cudaStream_t stream, char const* what) {
@@ -32,6 +35,16 @@ void launch_persistent_forward(void (*kernel)(typename Kernel::Params), typename
     }
   }
   if (err == cudaSuccess) {
+    kernel<<<grid, Traits::kNumThreads, kSmemBytes, stream>>>(params);
+    err = cudaGetLastError();
+  }
+  // FLASH3_FWD_EXP & 131072: DIAGNOSTIC, no repair launch (a check that the overflow tests can fail).
+  if (err == cudaSuccess && params.fwd.softmax_mode == int32_t(FwdSoftmaxMode::kFixedOffset) &&
+      (FLASH3_FWD_EXP & 131072) == 0) {
+    params.fwd.softmax_mode = int32_t(FwdSoftmaxMode::kRepair);
+    if constexpr (Traits::kHasLocal) {
+      params.walk.counter = num_tiles > grid ? &params.fwd.repair->repair_tile_counter : nullptr;
+    }
     kernel<<<grid, Traits::kNumThreads, kSmemBytes, stream>>>(params);
     err = cudaGetLastError();
   }

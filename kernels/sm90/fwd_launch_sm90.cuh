@@ -19,6 +19,8 @@ void launch_fwd_sm90(FwdParams const& p, cudaStream_t stream) {
   using Kernel = FwdKernelSm90<Traits>;
   typename Kernel::Params params{};
   params.fwd = p;
+  // The plan's choice (src/dispatch: forward_uses_fixed_offsets), where this kernel has the fixed offsets compiled.
+  if (!Traits::kFixedOffsetSoftmax) { params.fwd.softmax_mode = int32_t(FwdSoftmaxMode::kExact); }
 
   bool const varlen = p.cu_seqlens_q != nullptr;
   // A descriptor needs non-zero extents; with no keys (or queries) no load is ever issued, so 1 is safe.

@@ -14,8 +14,9 @@
 // 2 = DIAGNOSTIC no softmax (P = S: wrong results, for timing), 4 = DIAGNOSTIC no O rescale (wrong results), 64 = O
 // rescale after the P V wait (the old order), 128 = eager rescale (no lazy max), 512 = non-volatile ex2 asm,
 // 8192 / 16384 = Q descriptors rebuilt per trip on / off (fwd_kernel_traits_sm90.hpp, kRebuildQDescriptors),
-// 32768 = no long-sequence tile (fwd_has_long_sequence_tile), 65536 = DIAGNOSTIC no row max after a tile's first
-// block (softmax.hpp; correct only while no later block's scores exceed the first block's max by ~128 in log2 units).
+// 32768 = no long-sequence tile (fwd_has_long_sequence_tile), 65536 = no fixed-offset softmax (exact max only;
+// fwd_kernel_traits_sm90.hpp, kFixedOffsetSoftmax), 131072 = DIAGNOSTIC fixed offsets without the rebase and the
+// repair launch (wrong on score jumps: checks that the tests catch it).
 #ifndef FLASH3_FWD_EXP
 #define FLASH3_FWD_EXP 0
 #endif
@@ -62,6 +63,13 @@ constexpr bool fwd_has_long_sequence_tile(int head_dim, int head_dim_v, bool has
   FwdTileConfig const b = fwd_tile_config_sm90(head_dim, head_dim_v, has_local, true);
   return a.block_m != b.block_m || a.block_n != b.block_n || a.stages != b.stages || a.pingpong != b.pingpong;
 }
+
+// The fixed-offset softmax (softmax.hpp) needs a second, repair launch of the kernel (exits at once unless a row
+// overflowed), and gains nothing on a tile's first key block (which sets the offsets): taken when the call has at
+// least this many key-block trips per SM and key blocks per query block (src/dispatch/fwd_dispatch.cpp,
+// forward_uses_fixed_offsets; blocks of 128 keys). Measured: 512 keys tie or lose up to 3%, 1k wins 4-12%.
+constexpr int kFwdFixedOffsetMinTripsPerSm = 16;
+constexpr int kFwdFixedOffsetMinKeyBlocks = 8;
 
 // Rows of keys long enough for the long-sequence tile: at least 4096 queries, each seeing up to 4096 keys or more
 // (the window, when there is one, bounds the keys a query block sees). Measured crossover: 2k ties, 4k wins.

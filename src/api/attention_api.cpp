@@ -20,7 +20,7 @@ void forward(const ForwardArgs& args) {
   validate_forward(args, 0);
   ProblemShape const shape = forward_problem_shape(args);
   if (shape.no_queries() || shape.batch == 0) { return; }  // nothing to write
-  int64_t const needed = forward_workspace_bytes(args.options);
+  int64_t const needed = forward_workspace_required_bytes(args.options);
   if (args.workspace_bytes < needed) {
     throw Error(Status::kInvalidArgument, "flash3::forward: workspace_bytes = " + std::to_string(args.workspace_bytes) +
                                               " but this call needs " + std::to_string(needed) +

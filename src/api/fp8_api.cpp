@@ -57,7 +57,7 @@ Fp8Workspace layout_of(const Fp8ForwardArgs& a, const ProblemShape& s) {
   w.k_scale = take(4 * (per_block ? int64_t(s.batch) * s.heads_k * w.nblk_k : 1));
   w.v_scale = take(4 * (per_block ? int64_t(s.batch) * s.heads_k * w.nblk_k : 1));
   w.amax = take(3 * 4);
-  w.counter = take(forward_workspace_bytes(a.options));
+  w.counter = take(forward_workspace_required_bytes(a.options));
   w.total = off;
   return w;
 }
@@ -147,8 +147,8 @@ void fp8_forward(const Fp8ForwardArgs& args) {
     f.k_descale = scale_tensor(w.k_scale, s.heads_k, w.nblk_k);
     f.v_descale = scale_tensor(w.v_scale, s.heads_k, w.nblk_k);
   }
-  f.workspace = forward_workspace_bytes(args.options) > 0 ? ws + w.counter : nullptr;
-  f.workspace_bytes = forward_workspace_bytes(args.options);
+  f.workspace = forward_workspace_required_bytes(args.options) > 0 ? ws + w.counter : nullptr;
+  f.workspace_bytes = forward_workspace_required_bytes(args.options);
   forward(f);
 }
 

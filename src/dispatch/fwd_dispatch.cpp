@@ -1,7 +1,12 @@
 #include "dispatch/fwd_dispatch.hpp"
 
+#include <atomic>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <string>
+
+#include "kernels/sm90/tile_config.hpp"
 
 namespace flash3 {
 
@@ -9,7 +14,39 @@ namespace {
 bool has_local_mask(const AttentionOptions& o) { return o.causal || o.window_left >= 0 || o.window_right >= 0; }
 }  // namespace
 
-int64_t forward_workspace_bytes(const AttentionOptions& options) {
+namespace {
+FwdSoftmaxChoice choice_from_environment() {
+  char const* v = std::getenv("FLASH3_FWD_SOFTMAX");
+  if (v == nullptr) { return FwdSoftmaxChoice::kAuto; }
+  if (std::strcmp(v, "exact") == 0) { return FwdSoftmaxChoice::kExact; }
+  if (std::strcmp(v, "fixed") == 0) { return FwdSoftmaxChoice::kFixedOffset; }
+  return FwdSoftmaxChoice::kAuto;
+}
+std::atomic<int>& softmax_choice() {
+  static std::atomic<int> choice{int(choice_from_environment())};
+  return choice;
+}
+}  // namespace
+
+void set_forward_softmax_choice(FwdSoftmaxChoice choice) { softmax_choice().store(int(choice)); }
+FwdSoftmaxChoice forward_softmax_choice() { return FwdSoftmaxChoice(softmax_choice().load(std::memory_order_relaxed)); }
+
+bool forward_uses_fixed_offsets(const FwdParams& p) {
+  if (p.repair == nullptr) { return false; }
+  switch (forward_softmax_choice()) {
+    case FwdSoftmaxChoice::kExact: return false;
+    case FwdSoftmaxChoice::kFixedOffset: return true;
+    case FwdSoftmaxChoice::kAuto: break;
+  }
+  int64_t const m_blocks = (int64_t(p.seqlen_q) + 127) / 128;
+  int64_t const n_blocks = (int64_t(p.seqlen_k) + 127) / 128;
+  int64_t const trips = m_blocks * p.num_heads * p.batch * n_blocks;
+  return n_blocks >= kFwdFixedOffsetMinKeyBlocks && trips >= int64_t(kFwdFixedOffsetMinTripsPerSm) * p.num_sms;
+}
+
+int64_t forward_workspace_bytes(const AttentionOptions&) { return 256; }
+
+int64_t forward_workspace_required_bytes(const AttentionOptions& options) {
   return has_local_mask(options) ? 256 : 0;  // one int, padded to an allocation granule
 }
 
@@ -74,6 +111,13 @@ FwdPlan plan_forward(const ForwardArgs& args, const ProblemShape& shape, int arc
   p.window_right = o.causal ? 0 : o.window_right;
   p.num_sms = num_sms;
   p.tile_counter = static_cast<int32_t*>(args.workspace);
+  bool const has_repair_state =
+      args.workspace != nullptr &&
+      args.workspace_bytes >= kFwdRepairStateOffset + int64_t(sizeof(FwdRepairState));
+  p.repair = has_repair_state
+                 ? reinterpret_cast<FwdRepairState*>(static_cast<char*>(args.workspace) + kFwdRepairStateOffset)
+                 : nullptr;
+  p.softmax_mode = int32_t(FwdSoftmaxMode::kExact);  // the launcher picks kFixedOffset where it may
 
   int32_t padded_d = 0, padded_dv = 0;
   if (args.q.dtype == DType::kFloat8E4M3) {
@@ -86,6 +130,7 @@ FwdPlan plan_forward(const ForwardArgs& args, const ProblemShape& shape, int arc
                                            ", head_dim_v = " + std::to_string(shape.head_dim_v));
   }
   bool const local = has_local_mask(o);
+  if (forward_uses_fixed_offsets(p)) { p.softmax_mode = int32_t(FwdSoftmaxMode::kFixedOffset); }
   plan.key = KernelKey{arch, Direction::kForward, args.q.dtype, padded_d, padded_dv, local, o.softcap > 0.f};
   return plan;
 }

@@ -18,12 +18,18 @@ struct EpilogueFwdSm90 {
   using TileShapeO = cute::Shape<typename Traits::BlockM, typename Traits::HeadDimV>;
   static constexpr int kRowsPerThread = 2;
 
-  template <class TensorO>
+  template <class TensorO, class Softmax>
   CUTLASS_DEVICE static void store(FwdParams const& p, int mma_thread_idx, TileCoord tile, SeqlenInfo const& seq,
-                                   TensorO& tOrO, OnlineSoftmax<kRowsPerThread>& softmax) {
+                                   TensorO& tOrO, Softmax& softmax) {
     using namespace cute;
     float inv_sum[kRowsPerThread], lse[kRowsPerThread];
-    softmax.finalize(inv_sum, lse);
+    bool const overflow = softmax.finalize(inv_sum, lse);
+    // Fixed offsets: a row whose sum overflowed asks for the repair pass (which rewrites the whole output); the rows
+    // written here are then garbage for a moment, never the call's result.
+    if (p.softmax_mode == int32_t(FwdSoftmaxMode::kFixedOffset) &&
+        __any_sync(0xffffffffu, overflow) && cute::elect_one_sync()) {
+      p.repair->needed = 1u;
+    }
 
     typename Traits::TiledMmaPV mma_pv;
     auto thr_pv = mma_pv.get_thread_slice(mma_thread_idx);

@@ -38,6 +38,7 @@ struct MainloopFwdSm90Mma {
   using TileShapeS = cute::Shape<typename Traits::BlockM, typename Traits::BlockN>;
   using TileShapeO = cute::Shape<typename Traits::BlockM, typename Traits::HeadDimV>;
   static constexpr int kRowsPerThread = 2;  // rows r and r + 8 of the warpgroup's 64
+  using Softmax = OnlineSoftmax<kRowsPerThread, Traits::kFixedOffsetSoftmax>;
 
   State state_kv;
   PipelineState<Traits::kQStages> state_q;
@@ -47,7 +48,7 @@ struct MainloopFwdSm90Mma {
   CUTLASS_DEVICE void compute_tile(Params const& params, typename Traits::SharedStorage& smem,
                                    PipelineKV const& pipeline_k, PipelineKV const& pipeline_v, int mma_thread_idx,
                                    TileCoord tile, Mask const& mask, typename Mask::Trips const& trips,
-                                   TensorO& tOrO, OnlineSoftmax<kRowsPerThread>& softmax) {
+                                   TensorO& tOrO, Softmax& softmax) {
     using namespace cute;
     bool const is_wg_leader = (threadIdx.x % cutlass::NumThreadsPerWarpGroup) == 0;
 
@@ -79,15 +80,10 @@ struct MainloopFwdSm90Mma {
       }
       if constexpr (decltype(needs_mask)::value) { mask.apply(s_rc, tScS_rc, tile.m_block, n_block); }
     };
-    auto rescale_o = [&](float const (&correction)[kRowsPerThread]) CUTLASS_LAMBDA_FUNC_INLINE {
+    // `rescale`: the softmax step's warp-uniform "some factor is not 1" (always true without the lazy rescale).
+    auto rescale_o = [&](float const (&correction)[kRowsPerThread], bool needed) CUTLASS_LAMBDA_FUNC_INLINE {
       if constexpr ((FLASH3_FWD_EXP & 4) != 0) { return; }  // DIAGNOSTIC
-      if constexpr (OnlineSoftmax<kRowsPerThread>::kLazyRescale) {
-        // Warp-uniform skip: a lane's multiply costs the warp the same whether or not the others need one.
-        bool need = false;
-        CUTE_UNROLL
-        for (int r = 0; r < kRowsPerThread; ++r) { need |= correction[r] != 1.f; }
-        if (!__any_sync(0xffffffffu, need)) { return; }
-      }
+      if (!needed) { return; }
       CUTE_UNROLL
       for (int r = 0; r < kRowsPerThread; ++r) {
         CUTE_UNROLL
@@ -116,6 +112,7 @@ struct MainloopFwdSm90Mma {
     // First trip (highest key block): S only, no P V yet. It is always a masked trip unless the block is interior.
     int n_block = trips.n_end - 1;
     float correction[kRowsPerThread] = {};  // set by every softmax step (left 0 only by the no-softmax DIAGNOSTIC)
+    bool rescale = false;                   // whether O needs the correction (the step's return)
     {
       pipeline_k.consumer_wait(state_kv);
       begin_issue();
@@ -128,7 +125,7 @@ struct MainloopFwdSm90Mma {
       } else {
         score_transform(tSrS_rc, n_block, cute::false_type{});
       }
-      if constexpr ((FLASH3_FWD_EXP & 2) == 0) { softmax.template step<true>(tSrS_rc, correction); }
+      if constexpr ((FLASH3_FWD_EXP & 2) == 0) { rescale = softmax.template step<true>(tSrS_rc, correction); }
       store_p();
     }
     // O is rescaled for the previous block's max after Q K^T is issued and before P V: the multiplies run under the
@@ -150,20 +147,20 @@ struct MainloopFwdSm90Mma {
         wgmma_gemm<true>(mma_qk, tSrQ, tSrK(_, _, _, state_kv.index), tSrS);
       }
       // O is not an operand of Q K^T: rescale it while that GEMM runs, before P V accumulates into it.
-      if constexpr (kRescaleUnderQK) { rescale_o(correction); }
+      if constexpr (kRescaleUnderQK) { rescale_o(correction, rescale); }
       wgmma_gemm<false>(mma_pv, tOrP, tOrV(_, _, _, state_prev.index), tOrO);
       end_issue();
       warpgroup_wait<1>();  // S_n is ready; P V still running
       pipeline_k.consumer_release(state_kv, is_wg_leader);
       score_transform(tSrS_rc, n_block, needs_mask);
       if constexpr ((FLASH3_FWD_EXP & 2) == 0) {
-        softmax.template step<false>(tSrS_rc, correction);
+        rescale = softmax.template step<false>(tSrS_rc, correction);
         warpgroup_wait_after<0>(softmax.row_sum[kRowsPerThread - 1]);  // P V done: V's stage and P are free
       } else {
         warpgroup_wait<0>();
       }
       pipeline_v.consumer_release(state_prev, is_wg_leader);
-      if constexpr (!kRescaleUnderQK) { rescale_o(correction); }
+      if constexpr (!kRescaleUnderQK) { rescale_o(correction, rescale); }
       store_p();
     };
 
@@ -177,7 +174,7 @@ struct MainloopFwdSm90Mma {
     state_q.advance();
 
     pipeline_v.consumer_wait(state_kv);
-    if constexpr (kRescaleUnderQK) { rescale_o(correction); }
+    if constexpr (kRescaleUnderQK) { rescale_o(correction, rescale); }
     begin_issue();
     wgmma_gemm<false>(mma_pv, tOrP, tOrV(_, _, _, state_kv.index), tOrO);
     end_issue();

@@ -20,6 +20,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <ostream>
 #include <string>
 #include <utility>
@@ -105,10 +106,34 @@ flash3::AttentionOptions options_for(const ReferenceProblem& p) {
 
 // ---- running flash3::forward and checking it ------------------------------------------------------------------------
 
+// Rewrites the random inputs (q, k, v as the precision's values, in the problem's layout) before the run; values
+// written must be representable (round with flash3::ref::round_to).
+using InputEdit = std::function<void(const ReferenceProblem&, std::vector<double>& q, std::vector<double>& k,
+                                     std::vector<double>& v)>;
+
 struct Layout {
   bool packed_qkv = false;  // q, k, v as views of one (b, s, 3, h, d) tensor (batch mode, sq == sk, h == hk, d == dv)
   int out_pad = 0;          // extra elements after each head's dv outputs (must stay untouched)
   bool with_lse = true;     // false: lse left undefined
+  InputEdit edit;           // optional
+  // The workspace starts as a previous call leaves it (repair request clear); true: as 0xFF bytes, a fresh
+  // allocation's garbage (the first fixed-offset call then repairs needlessly, and must still be right).
+  bool garbage_workspace = false;
+};
+
+// The two softmax paths of the fp16 / bf16 forward (src/dispatch/fwd_dispatch.hpp): every check runs the call with
+// the fixed offsets forced (whatever the size) and again with the exact softmax, against the same oracle.
+constexpr flash3::FwdSoftmaxChoice kSoftmaxPaths[] = {flash3::FwdSoftmaxChoice::kFixedOffset,
+                                                      flash3::FwdSoftmaxChoice::kExact};
+const char* softmax_path_name(flash3::FwdSoftmaxChoice c) {
+  return c == flash3::FwdSoftmaxChoice::kExact ? "exact softmax" : "fixed-offset softmax";
+}
+
+// Restores the process-wide softmax choice when a check returns.
+struct SoftmaxChoiceScope {
+  flash3::FwdSoftmaxChoice saved = flash3::forward_softmax_choice();
+  explicit SoftmaxChoiceScope(flash3::FwdSoftmaxChoice c) { flash3::set_forward_softmax_choice(c); }
+  ~SoftmaxChoiceScope() { flash3::set_forward_softmax_choice(saved); }
 };
 
 struct Outcome {
@@ -127,9 +152,10 @@ Outcome check_forward(const ReferenceProblem& p, Precision dt, Oracle oracle, ui
   const int64_t sq = p.seqlen_q, sk = p.seqlen_k, tq = p.rows_q(), tk = p.rows_k();
   const flash3::DType dtype = flash3_test::to_dtype(dt);
 
-  const auto q = flash3_test::random_normal(p.q_elems(), dt, seed);
-  const auto k = flash3_test::random_normal(p.k_elems(), dt, seed + 1);
-  const auto v = flash3_test::random_normal(p.v_elems(), dt, seed + 2);
+  auto q = flash3_test::random_normal(p.q_elems(), dt, seed);
+  auto k = flash3_test::random_normal(p.k_elems(), dt, seed + 1);
+  auto v = flash3_test::random_normal(p.v_elems(), dt, seed + 2);
+  if (layout.edit) layout.edit(p, q, k, v);
 
   flash3::ForwardArgs args;
   DeviceBuffer q_buf, k_buf, v_buf, packed_buf;
@@ -202,42 +228,9 @@ Outcome check_forward(const ReferenceProblem& p, Precision dt, Oracle oracle, ui
   }
   args.options = options_for(p);
 
-  DeviceBuffer workspace;
-  try {
-    const int64_t ws = flash3::forward_workspace_size(args);
-    workspace = DeviceBuffer(static_cast<size_t>(ws));
-    args.workspace = workspace.get();
-    args.workspace_bytes = ws;
-    flash3::forward(args);
-  } catch (const flash3::Error& e) {
-    if (e.status() == flash3::Status::kNotSupported) return {true, e.what()};
-    ADD_FAILURE() << "flash3::forward threw " << status_name(e.status()) << ": " << e.what();
-    return {};
-  }
-  flash3_test::sync_device("flash3::forward");
-
-  // Download; check the padding survived; gather the (b|t, s, h, dv) view into a contiguous vector.
-  const std::vector<uint16_t> raw = out_buf.to_vector<uint16_t>(static_cast<size_t>(tq * row_stride));
-  std::vector<double> out(static_cast<size_t>(p.out_elems()));
-  int64_t pad_written = 0, first_pad_written = -1;
-  for (int64_t row = 0; row < tq; ++row) {
-    for (int64_t hh = 0; hh < h; ++hh) {
-      const int64_t base = row * row_stride + hh * head_stride;
-      for (int64_t c = 0; c < dv; ++c) out[(row * h + hh) * dv + c] = flash3::ref::from_bits(dt, raw[base + c]);
-      for (int64_t c = dv; c < head_stride; ++c) {
-        if (raw[base + c] != 0xFFFF) {
-          if (first_pad_written < 0) first_pad_written = base + c;
-          ++pad_written;
-        }
-      }
-    }
-  }
-  EXPECT_EQ(pad_written, 0) << "flash3::forward wrote " << pad_written
-                            << " elements of out's padding (between heads); the first at element " << first_pad_written;
-  const std::vector<double> lse = flash3_test::download_float(lse_buf, static_cast<size_t>(p.lse_elems()));
-
   // The oracle.
-  std::vector<double> ref(out.size(), 0.0), low(out.size(), 0.0), ref_lse(lse.size(), 0.0);
+  std::vector<double> ref(static_cast<size_t>(p.out_elems()), 0.0), low(ref.size(), 0.0);
+  std::vector<double> ref_lse(static_cast<size_t>(p.lse_elems()), 0.0);
   if (oracle == Oracle::kCpu) {
     flash3::ref::reference_forward(p, q.data(), k.data(), v.data(), ref.data(), ref_lse.data());
     flash3::ref::reference_forward_lowprec(p, dt, q.data(), k.data(), v.data(), low.data(), nullptr);
@@ -254,10 +247,61 @@ Outcome check_forward(const ReferenceProblem& p, Precision dt, Oracle oracle, ui
   }
 
   const std::vector<char> out_used = flash3_test::used_out_mask(p);
-  EXPECT_TRUE(flash3_test::fa3_close("out", out, ref, low, &out_used, flash3_test::out_locator(p)));
-  if (layout.with_lse) {
-    const std::vector<char> lse_used = flash3_test::used_lse_mask(p);
-    EXPECT_TRUE(flash3_test::lse_close("lse", lse, ref_lse, &lse_used, flash3_test::lse_locator(p)));
+  const std::vector<char> lse_used = flash3_test::used_lse_mask(p);
+
+  // One workspace for both runs, as a caller would reuse it; not zeroed (the library must not need that).
+  DeviceBuffer workspace;
+  for (const flash3::FwdSoftmaxChoice path : kSoftmaxPaths) {
+    SCOPED_TRACE(softmax_path_name(path));
+    SoftmaxChoiceScope const choice(path);
+    out_buf.poison();
+    lse_buf.poison();
+    try {
+      const int64_t ws = flash3::forward_workspace_size(args);
+      if (workspace.get() == nullptr && ws > 0) {
+        workspace = DeviceBuffer(static_cast<size_t>(ws));
+        workspace.fill_bytes(layout.garbage_workspace ? 0xFF : 0);
+      }
+      args.workspace = workspace.get();
+      args.workspace_bytes = ws;
+      flash3::forward(args);
+    } catch (const flash3::Error& e) {
+      if (e.status() == flash3::Status::kNotSupported) return {true, e.what()};
+      ADD_FAILURE() << "flash3::forward threw " << status_name(e.status()) << ": " << e.what();
+      return {};
+    }
+    flash3_test::sync_device("flash3::forward");
+
+    // Download; check the padding survived; gather the (b|t, s, h, dv) view into a contiguous vector.
+    const std::vector<uint16_t> raw = out_buf.to_vector<uint16_t>(static_cast<size_t>(tq * row_stride));
+    std::vector<double> out(static_cast<size_t>(p.out_elems()));
+    int64_t pad_written = 0, first_pad_written = -1;
+    for (int64_t row = 0; row < tq; ++row) {
+      for (int64_t hh = 0; hh < h; ++hh) {
+        const int64_t base = row * row_stride + hh * head_stride;
+        for (int64_t c = 0; c < dv; ++c) out[(row * h + hh) * dv + c] = flash3::ref::from_bits(dt, raw[base + c]);
+        for (int64_t c = dv; c < head_stride; ++c) {
+          if (raw[base + c] != 0xFFFF) {
+            if (first_pad_written < 0) first_pad_written = base + c;
+            ++pad_written;
+          }
+        }
+      }
+    }
+    EXPECT_EQ(pad_written, 0) << "flash3::forward wrote " << pad_written
+                              << " elements of out's padding (between heads); the first at element "
+                              << first_pad_written;
+    const std::vector<double> lse = flash3_test::download_float(lse_buf, static_cast<size_t>(p.lse_elems()));
+    EXPECT_TRUE(flash3_test::fa3_close("out", out, ref, low, &out_used, flash3_test::out_locator(p)));
+    if (layout.with_lse) {
+      EXPECT_TRUE(flash3_test::lse_close("lse", lse, ref_lse, &lse_used, flash3_test::lse_locator(p)));
+    }
+    if (path == flash3::FwdSoftmaxChoice::kFixedOffset) {
+      // After a fixed-offset call (and its repair launch) the repair request is clear, whatever the workspace held.
+      flash3::FwdRepairState state{};
+      workspace.download(&state, sizeof(state), flash3::kFwdRepairStateOffset);
+      EXPECT_EQ(state.needed, 0u) << "the repair launch left its request set";
+    }
   }
   return {};
 }
@@ -465,6 +509,10 @@ std::vector<LargeCase> large_cases() {
       {"bf16_hd64_window4500_4097x6000", b16, {64, 64}, Mask::kWindow, false, 1, 4, 4, 4097, 6000, false, 4500, 100},
       {"bf16_hd128_causal_varlen", b16, {128, 128}, Mask::kCausal, false, 4, 8, 2, 0, 0, true},
       {"fp16_hd64_window_softcap_varlen", f16, {64, 64}, Mask::kWindow, true, 4, 4, 4, 0, 0, true},
+      // Bottom-right causal with 64 more keys than queries: the first (highest) key block a tile sees holds no key
+      // for its upper 64 rows, whose softmax offsets are then fixed a block later (softmax.hpp).
+      {"bf16_hd128_causal_1000x1064", b16, {128, 128}, Mask::kCausal, false, 1, 4, 4, 1000, 1064, false},
+      {"fp16_hd64_causal_softcap_1000x1064", f16, {64, 64}, Mask::kCausal, true, 1, 4, 2, 1000, 1064, false},
   };
 }
 
@@ -499,6 +547,82 @@ INSTANTIATE_TEST_SUITE_P(Sparse, FlashForwardLarge, ::testing::ValuesIn(large_ca
                          });
 
 // ---- the naive GPU reference against the CPU reference --------------------------------------------------------------
+
+// ---- the fixed-offset softmax on inputs that move the row max after the first block ---------------------------------
+
+// Keys whose score jumps above the rest: key `key` (of every batch and kv head) gets k = amplitude in every
+// component, and q gets a positive mean (q = 1 + q / 2), so that key's score is ~amplitude * sqrt(d) (natural units)
+// against ~N(0, 1) for the others. The kernels walk key blocks from the last to the first, so jumps at low keys
+// arrive after the offsets are fixed.
+struct ScoreJump {
+  int key;
+  double amplitude;
+};
+
+struct JumpCase {
+  const char* name;
+  Precision dtype;
+  int head_dim;
+  Mask mask;
+  int heads, sq, sk;
+  std::vector<ScoreJump> jumps;
+  bool garbage_workspace;
+};
+
+std::vector<JumpCase> jump_cases() {
+  const Precision f16 = Precision::kFloat16, b16 = Precision::kBFloat16;
+  // Amplitudes 0.5 / 0.9 / 1.4 at hdim 128: scores ~5.7 / 10 / 16 (natural units), i.e. up to ~19 log2 units above
+  // a first block's max (~3): rebased blocks (fp16 P overflows past 16 log2 units without it), the big keys still
+  // leaving the rest a visible share of the row's mass. 10: ~160 log2 units, beyond fp32's P: the repair launch.
+  // 160 tiles of 128 rows for the causal cases: more tiles than SMs, so both launches draw tiles from their counters.
+  const std::vector<ScoreJump> rebase = {{700, 0.5}, {300, 0.9}, {5, 1.4}};
+  const std::vector<ScoreJump> overflow = {{500, 10.0}};
+  return {
+      {"bf16_hd128_nomask_rebase", b16, 128, Mask::kNone, 4, 256, 1024, rebase, false},
+      {"fp16_hd128_nomask_rebase", f16, 128, Mask::kNone, 4, 256, 1024, rebase, false},
+      {"fp16_hd64_causal_rebase", f16, 64, Mask::kCausal, 20, 1024, 1024, rebase, false},
+      {"bf16_hd256_window_rebase", b16, 256, Mask::kCausalWindow, 4, 1024, 1024, {{900, 0.6}, {860, 0.9}}, false},
+      {"bf16_hd128_nomask_overflow", b16, 128, Mask::kNone, 4, 256, 1024, overflow, false},
+      {"fp16_hd128_causal_overflow", f16, 128, Mask::kCausal, 20, 1024, 1024, overflow, false},
+      {"bf16_hd64_nomask_garbage_workspace", b16, 64, Mask::kNone, 4, 256, 1024, rebase, true},
+  };
+}
+
+void PrintTo(const JumpCase& c, std::ostream* os) { *os << c.name; }
+
+class FlashForwardScoreJumps : public ::testing::TestWithParam<JumpCase> {};
+
+TEST_P(FlashForwardScoreJumps, MatchesNaiveGpuReference) {
+  FLASH3_REQUIRE_SM90();
+  const JumpCase c = GetParam();
+  ReferenceProblem p = batch_problem(1, c.sq, c.sk, {c.head_dim, c.head_dim});
+  p.heads = c.heads;
+  p.heads_k = c.heads;
+  set_mask(&p, c.mask);
+  Layout layout;
+  layout.garbage_workspace = c.garbage_workspace;
+  const Precision dt = c.dtype;
+  layout.edit = [&c, dt](const ReferenceProblem& pr, std::vector<double>& q, std::vector<double>& k,
+                         std::vector<double>&) {
+    for (double& x : q) x = flash3::ref::round_to(dt, static_cast<float>(1.0 + 0.5 * x));
+    const int64_t d = pr.head_dim, hk = pr.heads_k;
+    for (const ScoreJump& j : c.jumps) {
+      const float a = flash3::ref::round_to(dt, static_cast<float>(j.amplitude));
+      for (int64_t b = 0; b < pr.batch; ++b) {
+        for (int64_t hh = 0; hh < hk; ++hh) {
+          for (int64_t e = 0; e < d; ++e) k[((b * pr.seqlen_k + j.key) * hk + hh) * d + e] = a;
+        }
+      }
+    }
+  };
+  const Outcome r = check_forward(p, dt, Oracle::kNaiveGpu, flash3_test::seed_from(c.name), layout);
+  if (r.not_supported) GTEST_SKIP() << "not in this build (FLASH3_KERNELS subset?): " << r.message;
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, FlashForwardScoreJumps, ::testing::ValuesIn(jump_cases()),
+                         [](const ::testing::TestParamInfo<JumpCase>& param_info) {
+                           return std::string(param_info.param.name);
+                         });
 
 struct NaiveCase {
   const char* name;

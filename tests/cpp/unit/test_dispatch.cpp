@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "api/validate.hpp"
@@ -64,7 +65,50 @@ TEST(Dispatch, BatchModePlanCarriesStridesScaleAndKey) {
   EXPECT_FALSE(plan.key.local_mask);
   EXPECT_FALSE(plan.key.softcap);
   EXPECT_EQ(plan.key.dtype, DType::kBFloat16);
-  EXPECT_EQ(flash3::forward_workspace_bytes(a.options), 0);
+  // Unmasked: no workspace is required, 256 bytes are asked for (the fixed-offset softmax's repair state).
+  EXPECT_EQ(flash3::forward_workspace_required_bytes(a.options), 0);
+  EXPECT_EQ(flash3::forward_workspace_bytes(a.options), 256);
+  EXPECT_EQ(p.repair, nullptr);  // no workspace given
+  EXPECT_EQ(p.softmax_mode, int32_t(flash3::FwdSoftmaxMode::kExact));
+}
+
+// The softmax choice: fixed offsets only with the repair state in the workspace, and (kAuto) only for calls with
+// enough key-block trips per SM; the process-wide override forces either path.
+TEST(Dispatch, FixedOffsetSoftmaxNeedsTheWorkspaceAndEnoughTrips) {
+  struct ChoiceScope {
+    flash3::FwdSoftmaxChoice saved = flash3::forward_softmax_choice();
+    ~ChoiceScope() { flash3::set_forward_softmax_choice(saved); }
+  } scope;
+  flash3::set_forward_softmax_choice(flash3::FwdSoftmaxChoice::kAuto);
+  auto plan_mode = [](int b, int s, int h, bool with_workspace, int64_t bytes) {
+    flash3::ForwardArgs a = batch_args(b, s, s, h, h, 128);
+    if (with_workspace) {
+      a.workspace = fake(0x60000);
+      a.workspace_bytes = bytes;
+    }
+    flash3::validate_forward(a, 90);
+    auto const plan = flash3::plan_forward(a, flash3::forward_problem_shape(a), 90, 132);
+    return std::make_pair(plan.params.softmax_mode, plan.params.repair);
+  };
+  // 4 x 16 heads x 4k: 32 query blocks x 32 key blocks x 64 = 65536 trips, ~500 per SM.
+  auto const big = plan_mode(4, 4096, 16, true, 256);
+  EXPECT_EQ(big.first, int32_t(flash3::FwdSoftmaxMode::kFixedOffset));
+  EXPECT_EQ(reinterpret_cast<char*>(big.second), static_cast<char*>(fake(0x60000)) + flash3::kFwdRepairStateOffset);
+  // The same call without a workspace, or one too small for the repair state: exact.
+  EXPECT_EQ(plan_mode(4, 4096, 16, false, 0).first, int32_t(flash3::FwdSoftmaxMode::kExact));
+  EXPECT_EQ(plan_mode(4, 4096, 16, true, flash3::kFwdRepairStateOffset).first,
+            int32_t(flash3::FwdSoftmaxMode::kExact));
+  // Too few trips (1 x 2 heads x 2k: 16 x 16 x 2 = 512 for 132 SMs), or too few key blocks (64 x 16 heads x 512:
+  // 16384 trips, 4 key blocks each).
+  EXPECT_EQ(plan_mode(1, 2048, 2, true, 256).first, int32_t(flash3::FwdSoftmaxMode::kExact));
+  EXPECT_EQ(plan_mode(64, 512, 16, true, 256).first, int32_t(flash3::FwdSoftmaxMode::kExact));
+  EXPECT_EQ(plan_mode(16, 1024, 16, true, 256).first, int32_t(flash3::FwdSoftmaxMode::kFixedOffset));
+  // The override.
+  flash3::set_forward_softmax_choice(flash3::FwdSoftmaxChoice::kFixedOffset);
+  EXPECT_EQ(plan_mode(1, 512, 2, true, 256).first, int32_t(flash3::FwdSoftmaxMode::kFixedOffset));
+  EXPECT_EQ(plan_mode(1, 512, 2, false, 0).first, int32_t(flash3::FwdSoftmaxMode::kExact));
+  flash3::set_forward_softmax_choice(flash3::FwdSoftmaxChoice::kExact);
+  EXPECT_EQ(plan_mode(4, 4096, 16, true, 256).first, int32_t(flash3::FwdSoftmaxMode::kExact));
 }
 
 TEST(Dispatch, CausalSoftcapAndWindowSelectTheMaskedKernel) {
