@@ -64,6 +64,8 @@ typedef struct flash3_attention_params {
   float softcap; /* 0: off */
   int32_t deterministic; /* 0 or 1; backward only */
   void* stream; /* cudaStream_t; NULL = default stream */
+  /* Device scratch of flash3_*_workspace_size bytes, not zeroed, reusable by later calls on the stream. A forward
+   * without a mask accepts less (even none) and then takes the slower exact-max softmax. */
   void* workspace;
   int64_t workspace_bytes;
   /* ---- appended in C API version 2 (read only when struct_size covers them) ---- */

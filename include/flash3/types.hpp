@@ -90,8 +90,9 @@ struct ForwardArgs {
   TensorRef q, k, v, out, lse;
   VarlenArgs varlen;
   AttentionOptions options;
-  // Device scratch of at least forward_workspace_size(args) bytes (may be null when that size is 0). flash3 never
-  // allocates during a call, so calls can be captured in a CUDA graph.
+  // Device scratch of forward_workspace_size(args) bytes, not zeroed, reusable by later calls on the same stream.
+  // Causal / local calls fail without it; others accept less (even null) and then take the exact-max softmax,
+  // which is slower. flash3 never allocates during a call, so calls can be captured in a CUDA graph.
   void* workspace = nullptr;
   int64_t workspace_bytes = 0;
   // FP8 (e4m3) inputs only: fp32 factors that undo the quantisation (FA3's q_descale/k_descale/v_descale).

@@ -113,8 +113,9 @@ else:  # pragma: no cover - older torch
 
 
 _is_capturing = getattr(torch._C, "_cuda_isCurrentStreamCapturing", None) or torch.cuda.is_current_stream_capturing
-# Small workspaces (the forward's scheduler counter), kept per (device, stream) between eager calls: work on one
-# stream runs in order and flash3 re-zeroes what it uses, so reuse is safe and saves an allocation per call. Never
+# Small workspaces (the forward's scheduler counter and softmax repair flag), kept per (device, stream) between eager
+# calls: work on one stream runs in order and flash3 resets what it uses, so reuse is safe and saves an allocation
+# per call. Never
 # used while the stream is being captured (a graph gets its own allocation from the graph's pool).
 _SMALL_WORKSPACE = 4096
 _workspaces = {}  # (device index, stream) -> (tensor, data pointer)
@@ -136,7 +137,7 @@ def _call(lib_fn, size_fn, buf, idx, device, try_small_workspace=None):
     the C ABI asks nothing more of the workspace (it is not zeroed here).
 
     try_small_workspace: a raw C entry point returning the status (the forward's). In eager mode it is first called
-    with the per-stream small workspace, which covers every forward's needs today (a tile counter), so the call
+    with the per-stream small workspace, which covers every forward's needs today (256 bytes), so the call
     needs no workspace-size query; any failure falls back to the query, which re-validates and raises the library's
     error if the arguments are wrong."""
     prev = _get_device()
