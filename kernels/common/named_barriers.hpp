@@ -13,6 +13,8 @@ enum class FwdNamedBarrier : uint32_t {
   // Dynamic tile walk: hand-over of the next tile index from the producer warp to the consumers.
   kTileReady = 3,
   kTileConsumed = 4,
+  // TMA-store epilogue: consumer warpgroup w's staging buffer is free (kOStagingWG1 + w) and then written.
+  kOStagingWG1 = 5,  // .. 7 for three consumer warpgroups
 };
 
 // Named-barrier ids of the backward kernels (a separate kernel, so the ids may overlap the forward's).

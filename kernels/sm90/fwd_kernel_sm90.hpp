@@ -34,6 +34,11 @@ struct FwdKernelSm90 {
     typename Traits::TmaQ tma_q;
     typename Traits::TmaK tma_k;
     typename Traits::TmaV tma_v;
+    // The TMA-store epilogue (Traits::kTmaStoreO): the output as (rows, dv, heads, batch); o_by_tma is false when
+    // the output's address or strides are not 16-byte multiples (the epilogue then stores from registers).
+    typename Traits::ShapeQKV shape_o;
+    typename Traits::TmaO tma_o;
+    bool o_by_tma;
     TileOrder order;
     TileWalk walk;
   };
@@ -141,8 +146,10 @@ struct FwdKernelSm90 {
           mainloop.compute_tile(params, smem, pipeline_k, pipeline_v, mma_thread_idx, w.tile, w.mask, w.trips, tOrO,
                                 softmax);
         }
-        EpilogueFwdSm90<Traits>::store(p, mma_thread_idx, w.tile, w.seq, tOrO, softmax);
+        EpilogueFwdSm90<Traits>::store(params, smem, mma_thread_idx, w.tile, w.seq, tOrO, softmax);
       }
+      // The last TMA store must have read its staging buffer before the CTA's shared memory goes away.
+      EpilogueFwdSm90<Traits>::finish(mma_thread_idx);
       if constexpr (Traits::kPingpong) {
         if (warpgroup == 0) { pingpong_wait_turn(warpgroup); }
       }

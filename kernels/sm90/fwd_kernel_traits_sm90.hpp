@@ -99,6 +99,22 @@ struct FwdTraitsSm90 {
        2 * kTmaBytesQ + kStages * (kTmaBytesK + kTmaBytesV) + 1024 <= 227 * 1024) ? 2 : 1;
   using PipelineQ = TmaPipeline<kQStages>;
 
+  // The epilogue stages O in shared memory (one 64-row slice per consumer warpgroup) and writes it with a TMA store
+  // that runs under the next tile (FA3 paper), where shared memory has room for it next to the mainloop's buffers
+  // (head dims up to 128, and 192 x 128); elsewhere, and for tiles that end inside a sequence, it stores from
+  // registers. FLASH3_FWD_EXP & 262144 turns it off (A/B).
+  using SmemLayoutO = decltype(cute::tile_to_shape(
+      cutlass::gemm::collective::detail::ss_smem_selector<cute::GMMA::Major::K, Element, cute::_64, HeadDimV>(),
+      cute::Shape<cute::_64, HeadDimV>{}));
+  static constexpr uint32_t kSmemBytesO = kBlockM * kHeadDimV * sizeof(Element);
+  static constexpr bool kTmaStoreO =
+      (FLASH3_FWD_EXP & 262144) == 0 &&
+      kQStages * kTmaBytesQ + kStages * (kTmaBytesK + kTmaBytesV) + kSmemBytesO + 2048 <= 227 * 1024;
+  using TmaO = decltype(cute::make_tma_copy(
+      cute::SM90_TMA_STORE{},
+      cute::make_tensor(cute::make_gmem_ptr(static_cast<Element*>(nullptr)), ShapeQKV{}, StrideQKV{}),
+      SmemLayoutO{}, cute::Shape<cute::_64, HeadDimV>{}, cute::_1{}));
+
   struct SharedStorage {
     // 128-byte swizzled tiles need 1024-byte alignment.
     alignas(1024) cute::array_aligned<Element, kQStages * cute::cosize_v<SmemLayoutQ>> q;
@@ -106,6 +122,8 @@ struct FwdTraitsSm90 {
     alignas(1024) cute::array_aligned<Element, cute::cosize_v<SmemLayoutVt>> v;
     typename PipelineKV::SharedStorage pipeline_k;
     typename PipelineKV::SharedStorage pipeline_v;
+    // O of each consumer warpgroup, for the TMA store (kTmaStoreO; a token 16 bytes otherwise).
+    alignas(1024) cute::array_aligned<Element, kTmaStoreO ? kNumMmaWarpgroups * cute::cosize_v<SmemLayoutO> : 8> o;
     typename PipelineQ::SharedStorage pipeline_q;  // one stage per Q buffer
     int next_tile;  // dynamic tile walk: the index handed from the producer warp to the consumers
   };
