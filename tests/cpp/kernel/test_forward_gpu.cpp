@@ -502,8 +502,9 @@ std::vector<LargeCase> large_cases() {
       {"bf16_hd136_window_softcap_1023", b16, {136, 136}, Mask::kWindow, true, 2, 4, 4, 1023, 1023, false},
       {"bf16_hd128_nomask_257x16384", b16, {128, 128}, Mask::kNone, false, 1, 4, 1, 257, 16384, false},
       {"fp16_hd64_causal_1000x16000", f16, {64, 64}, Mask::kCausal, false, 1, 4, 4, 1000, 16000, false},
-      // hdim 64 masked at >= 4096 queries and keys: the long-sequence tile (192 x 128, tile_config.hpp)
+      // hdim 64 masked at >= 3072 queries and keys: the long-sequence tile (192 x 128, tile_config.hpp)
       {"bf16_hd64_causal_gqa2_4097", b16, {64, 64}, Mask::kCausal, false, 1, 4, 2, 4097, 4097, false},
+      {"fp16_hd64_causal_3073", f16, {64, 64}, Mask::kCausal, false, 1, 4, 4, 3073, 3073, false},
       {"fp16_hd64_causal_softcap_4100x8191", f16, {64, 64}, Mask::kCausal, true, 1, 2, 2, 4100, 8191, false},
       {"bf16_hd64_causal_varlen", b16, {64, 64}, Mask::kCausal, false, 4, 4, 2, 0, 0, true},
       {"bf16_hd64_window4500_4097x6000", b16, {64, 64}, Mask::kWindow, false, 1, 4, 4, 4097, 6000, false, 4500, 100},

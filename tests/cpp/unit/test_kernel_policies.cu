@@ -198,14 +198,15 @@ TEST(ForwardTileChoice, LongSequenceTileOnlyForLongRowsOfKeys) {
   EXPECT_EQ(base.block_m, 128);
   EXPECT_TRUE(base.pingpong);
 
-  EXPECT_TRUE(fwd_wants_long_sequence_tile(4096, 4096, -1, 0));     // causal 4k
+  EXPECT_TRUE(fwd_wants_long_sequence_tile(3072, 3072, -1, 0));     // causal 3k
   EXPECT_TRUE(fwd_wants_long_sequence_tile(16384, 16384, -1, -1));  // no window
-  EXPECT_FALSE(fwd_wants_long_sequence_tile(4095, 16384, -1, 0));   // too few queries
-  EXPECT_FALSE(fwd_wants_long_sequence_tile(8192, 2048, -1, 0));    // too few keys
+  EXPECT_FALSE(fwd_wants_long_sequence_tile(2048, 2048, -1, 0));    // causal 2k (a tie; the 128-row tile)
+  EXPECT_FALSE(fwd_wants_long_sequence_tile(3071, 16384, -1, 0));   // too few queries
+  EXPECT_FALSE(fwd_wants_long_sequence_tile(8192, 3071, -1, 0));    // too few keys
   EXPECT_FALSE(fwd_wants_long_sequence_tile(8192, 8192, 1024, 0));  // the window bounds the keys
-  EXPECT_TRUE(fwd_wants_long_sequence_tile(8192, 8192, 4095, 0));   // window of 4096 keys
-  EXPECT_TRUE(fwd_wants_long_sequence_tile(8192, 8192, 2048, 2047));
-  EXPECT_FALSE(fwd_wants_long_sequence_tile(8192, 8192, 2048, 2046));
+  EXPECT_TRUE(fwd_wants_long_sequence_tile(8192, 8192, 3071, 0));   // window of 3072 keys
+  EXPECT_TRUE(fwd_wants_long_sequence_tile(8192, 8192, 1536, 1535));
+  EXPECT_FALSE(fwd_wants_long_sequence_tile(8192, 8192, 1536, 1534));
 }
 
 }  // namespace
