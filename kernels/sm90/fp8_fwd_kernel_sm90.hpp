@@ -36,6 +36,7 @@ struct Fp8FwdKernelSm90 {
     typename Traits::TmaQ tma_q;
     typename Traits::TmaK tma_k;
     typename Traits::TmaV tma_v;
+    typename Traits::OStaging::Params o_staging;  // the TMA-store epilogue (Traits::kTmaStoreO)
     TileOrder order;
     TileWalk walk;
   };
@@ -125,7 +126,10 @@ struct Fp8FwdKernelSm90 {
           mainloop.compute_tile(params, smem, pipeline_k, pipeline_vt, mma_thread_idx, w.tile, w.mask, w.trips, tOrO,
                                 softmax, &v_scale);
         }
-        EpilogueFwdSm90Fp8<Traits>::store(p, mma_thread_idx, w.tile, w.seq, tOrO, softmax, v_scale);
+        EpilogueFwdSm90Fp8<Traits>::store(params, smem, mma_thread_idx, w.tile, w.seq, tOrO, softmax, v_scale);
+      }
+      if constexpr (Traits::kTmaStoreO) {
+        Traits::OStaging::finish(mma_thread_idx % cutlass::NumThreadsPerWarpGroup);
       }
       if constexpr (Traits::kPingpong) {
         if (warpgroup == 0) { pingpong_wait_turn(warpgroup); }

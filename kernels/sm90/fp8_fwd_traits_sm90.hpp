@@ -13,7 +13,9 @@
 #include <cutlass/numeric_types.h>
 
 #include "kernels/common/pipeline_tma.hpp"
+#include "kernels/sm90/collective/epilogue_o_staging_sm90.hpp"
 #include "kernels/sm90/fp8_tile_config.hpp"
+#include "kernels/sm90/tile_config.hpp"
 
 namespace flash3 {
 
@@ -135,11 +137,23 @@ struct Fp8FwdTraitsSm90 {
   using PipelineKV = TmaPipeline<kStages>;
   using PipelineVt = TransposePipeline<kStages>;
 
+  // The epilogue's TMA store of the 16-bit output (collective/epilogue_o_staging_sm90.hpp; bf16 and fp16 share the
+  // descriptor type, the store copies bits). Measured against the register stores (perf-notes F14): hdim 128 +1-9%,
+  // hdim 256 unmasked +3-8% at 4k-8k; hdim 256 causal -3-8% (spills 40 -> 112 B) and hdim 64 unmasked -13% (3
+  // warpgroups at 160 registers: 0 -> 40 B), so those keep the register stores. FLASH3_FWD_EXP & 262144: off (A/B).
+  using OStaging = OStagingSm90<cutlass::bfloat16_t, kHeadDimV>;
+  static constexpr bool kTmaStoreO =
+      (FLASH3_FWD_EXP & 262144) == 0 && (kHeadDim == 128 || (kHeadDim == 256 && !kHasLocal)) &&
+      kTmaBytesQ + kStages * (kTmaBytesK + 2 * kTmaBytesV) + kNumMmaWarpgroups * OStaging::kSlotBytes + 2048 <=
+          227 * 1024;
+
   struct SharedStorage {
     alignas(1024) cute::array_aligned<Element, cute::cosize_v<SmemLayoutQ>> q;
     alignas(1024) cute::array_aligned<Element, cute::cosize_v<SmemLayoutK>> k;
     alignas(1024) cute::array_aligned<Element, cute::cosize_v<SmemLayoutVraw>> v_raw;
     alignas(1024) cute::array_aligned<Element, cute::cosize_v<SmemLayoutVt>> vt;
+    // O of each consumer warpgroup, for the TMA store (kTmaStoreO; a token 16 bytes otherwise).
+    alignas(1024) cute::array_aligned<cutlass::bfloat16_t, kTmaStoreO ? kNumMmaWarpgroups * OStaging::kSlotElements : 8> o;
     typename PipelineKV::SharedStorage pipeline_k;
     typename PipelineKV::SharedStorage pipeline_vraw;
     typename PipelineVt::SharedStorage pipeline_vt;

@@ -34,11 +34,7 @@ struct FwdKernelSm90 {
     typename Traits::TmaQ tma_q;
     typename Traits::TmaK tma_k;
     typename Traits::TmaV tma_v;
-    // The TMA-store epilogue (Traits::kTmaStoreO): the output as (rows, dv, heads, batch); o_by_tma is false when
-    // the output's address or strides are not 16-byte multiples (the epilogue then stores from registers).
-    typename Traits::ShapeQKV shape_o;
-    typename Traits::TmaO tma_o;
-    bool o_by_tma;
+    typename Traits::OStaging::Params o_staging;  // the TMA-store epilogue (Traits::kTmaStoreO)
     TileOrder order;
     TileWalk walk;
   };

@@ -6,6 +6,7 @@
 #include <cutlass/gemm/collective/builders/sm90_common.inl>
 
 #include "kernels/common/pipeline_tma.hpp"
+#include "kernels/sm90/collective/epilogue_o_staging_sm90.hpp"
 #include "kernels/sm90/tile_config.hpp"
 
 namespace flash3 {
@@ -99,21 +100,14 @@ struct FwdTraitsSm90 {
        2 * kTmaBytesQ + kStages * (kTmaBytesK + kTmaBytesV) + 1024 <= 227 * 1024) ? 2 : 1;
   using PipelineQ = TmaPipeline<kQStages>;
 
-  // The epilogue stages O in shared memory (one 64-row slice per consumer warpgroup) and writes it with a TMA store
-  // that runs under the next tile (FA3 paper), where shared memory has room for it next to the mainloop's buffers
-  // (head dims up to 128, and 192 x 128); elsewhere, and for tiles that end inside a sequence, it stores from
-  // registers. FLASH3_FWD_EXP & 262144 turns it off (A/B).
-  using SmemLayoutO = decltype(cute::tile_to_shape(
-      cutlass::gemm::collective::detail::ss_smem_selector<cute::GMMA::Major::K, Element, cute::_64, HeadDimV>(),
-      cute::Shape<cute::_64, HeadDimV>{}));
-  static constexpr uint32_t kSmemBytesO = kBlockM * kHeadDimV * sizeof(Element);
+  // The epilogue stages O in shared memory (one 64-row slot per consumer warpgroup) and writes it with a TMA store
+  // (collective/epilogue_o_staging_sm90.hpp) where shared memory has room for the slots next to the mainloop's
+  // buffers (head dims up to 128, and 192 x 128); elsewhere it stores from registers. FLASH3_FWD_EXP & 262144 turns
+  // it off (A/B).
+  using OStaging = OStagingSm90<Element, kHeadDimV>;
   static constexpr bool kTmaStoreO =
-      (FLASH3_FWD_EXP & 262144) == 0 &&
-      kQStages * kTmaBytesQ + kStages * (kTmaBytesK + kTmaBytesV) + kSmemBytesO + 2048 <= 227 * 1024;
-  using TmaO = decltype(cute::make_tma_copy(
-      cute::SM90_TMA_STORE{},
-      cute::make_tensor(cute::make_gmem_ptr(static_cast<Element*>(nullptr)), ShapeQKV{}, StrideQKV{}),
-      SmemLayoutO{}, cute::Shape<cute::_64, HeadDimV>{}, cute::_1{}));
+      (FLASH3_FWD_EXP & 262144) == 0 && kQStages * kTmaBytesQ + kStages * (kTmaBytesK + kTmaBytesV) +
+                                                kNumMmaWarpgroups * OStaging::kSlotBytes + 2048 <= 227 * 1024;
 
   struct SharedStorage {
     // 128-byte swizzled tiles need 1024-byte alignment.
@@ -123,7 +117,7 @@ struct FwdTraitsSm90 {
     typename PipelineKV::SharedStorage pipeline_k;
     typename PipelineKV::SharedStorage pipeline_v;
     // O of each consumer warpgroup, for the TMA store (kTmaStoreO; a token 16 bytes otherwise).
-    alignas(1024) cute::array_aligned<Element, kTmaStoreO ? kNumMmaWarpgroups * cute::cosize_v<SmemLayoutO> : 8> o;
+    alignas(1024) cute::array_aligned<Element, kTmaStoreO ? kNumMmaWarpgroups * OStaging::kSlotElements : 8> o;
     typename PipelineQ::SharedStorage pipeline_q;  // one stage per Q buffer
     int next_tile;  // dynamic tile walk: the index handed from the producer warp to the consumers
   };

@@ -51,19 +51,7 @@ void launch_fwd_sm90(FwdParams const& p, cudaStream_t stream) {
   params.tma_v = make_tma_copy(SM90_TMA_LOAD{}, mVt, take<0, 2>(typename Traits::SmemLayoutVt{}),
                                Shape<typename Traits::HeadDimV, typename Traits::BlockN>{}, _1{});
 
-  if constexpr (Traits::kTmaStoreO) {
-    // TMA needs a 16-byte aligned base and 16-byte multiple strides (a padded or packed output may have neither).
-    auto aligned = [](int64_t elements) { return (elements * int64_t(sizeof(Element))) % 16 == 0; };
-    params.o_by_tma = reinterpret_cast<uintptr_t>(p.out) % 16 == 0 && aligned(p.o_row_stride) &&
-                      aligned(p.o_head_stride) && (varlen || aligned(p.o_batch_stride));
-    if (params.o_by_tma) {
-      params.shape_o = make_shape(rows_q, p.head_dim_v, p.num_heads, batch);
-      Tensor mO = make_tensor(make_gmem_ptr(static_cast<Element*>(p.out)), params.shape_o,
-                              make_stride(p.o_row_stride, _1{}, p.o_head_stride, varlen ? int64_t(0) : p.o_batch_stride));
-      params.tma_o = make_tma_copy(SM90_TMA_STORE{}, mO, typename Traits::SmemLayoutO{},
-                                   Shape<_64, typename Traits::HeadDimV>{}, _1{});
-    }
-  }
+  if constexpr (Traits::kTmaStoreO) { params.o_staging = Traits::OStaging::make_params(p, rows_q, batch); }
 
   launch_persistent_forward<Traits, Kernel>(&fwd_kernel_sm90<Kernel>, params, p, stream, "flash3::forward");
 }

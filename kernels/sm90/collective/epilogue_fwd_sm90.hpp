@@ -1,13 +1,11 @@
 // Epilogue of the sm90 forward: O = O_acc / rowsum in the output dtype, and LSE (natural log). Rows past the
 // sequence's end and columns past head_dim_v are not written.
 //
-// O goes out one of two ways. Where the kernel has a staging buffer (Traits::kTmaStoreO) and the warpgroup's 64 rows
-// lie inside the sequence, the warpgroup writes them to shared memory and one thread issues a TMA store, which runs
-// while the warpgroup starts its next tile (the buffer is waited for at the next epilogue). Otherwise (partial row
-// blocks, outputs whose strides TMA cannot take) each thread stores its pairs of columns from registers.
+// O goes out one of two ways: through a shared-memory slot and a TMA store (epilogue_o_staging_sm90.hpp) where the
+// kernel has the slots (Traits::kTmaStoreO) and the warpgroup's rows allow it; otherwise each thread stores its pairs
+// of columns from registers.
 #pragma once
 
-#include <cute/arch/copy_sm90_tma.hpp>
 #include <cute/tensor.hpp>
 
 #include "kernels/common/layout_utils.hpp"
@@ -55,8 +53,12 @@ struct EpilogueFwdSm90 {
     int const row0 = tile.m_block * Traits::kBlockM;
     int const warpgroup = mma_thread_idx / cutlass::NumThreadsPerWarpGroup;
     if constexpr (Traits::kTmaStoreO) {
-      if (params.o_by_tma && row0 + (warpgroup + 1) * 64 <= seq.seqlen_q) {
-        store_o_by_tma(params, smem, mma_thread_idx, tile, seq, rO);
+      if (Traits::OStaging::usable(params.o_staging, row0 + warpgroup * 64, seq.seqlen_q)) {
+        Traits::OStaging::store(params.o_staging, smem.o.data() + warpgroup * Traits::OStaging::kSlotElements,
+                                static_cast<FwdNamedBarrier>(int(FwdNamedBarrier::kOStagingWG1) + warpgroup),
+                                mma_thread_idx % cutlass::NumThreadsPerWarpGroup, rO, tile.head,
+                                p.cu_seqlens_q != nullptr ? 0 : tile.batch, seq.offset_q,
+                                tile.m_block * (Traits::kBlockM / 64) + warpgroup);
         store_lse(p, tile, seq, row0, tOcO_rc, lse);
         return;
       }
@@ -82,11 +84,9 @@ struct EpilogueFwdSm90 {
     store_lse(p, tile, seq, row0, tOcO_rc, lse);
   }
 
-  // After the tile loop: the warpgroup's last TMA store has read its staging buffer (shared memory must outlive it).
+  // After the tile loop: the warpgroup's last TMA store has read its staging slot.
   CUTLASS_DEVICE static void finish(int mma_thread_idx) {
-    if constexpr (Traits::kTmaStoreO) {
-      if (mma_thread_idx % cutlass::NumThreadsPerWarpGroup == 0) { cute::tma_store_wait<0>(); }
-    }
+    if constexpr (Traits::kTmaStoreO) { Traits::OStaging::finish(mma_thread_idx % cutlass::NumThreadsPerWarpGroup); }
   }
 
  private:
@@ -101,45 +101,6 @@ struct EpilogueFwdSm90 {
       if (row < seq.seqlen_q) {
         p.lse[tile.batch * p.lse_batch_stride + tile.head * p.lse_head_stride + seq.offset_q + row] = lse[r];
       }
-    }
-  }
-
-  // The warpgroup's 64 rows (all inside the sequence) through its staging buffer and one TMA store.
-  template <class Params, class TensorR>
-  CUTLASS_DEVICE static void store_o_by_tma(Params const& params, typename Traits::SharedStorage& smem,
-                                            int mma_thread_idx, TileCoord tile, SeqlenInfo const& seq,
-                                            TensorR const& rO) {
-    using namespace cute;
-    int const warpgroup = mma_thread_idx / cutlass::NumThreadsPerWarpGroup;
-    bool const is_leader = mma_thread_idx % cutlass::NumThreadsPerWarpGroup == 0;
-    auto const staging = static_cast<FwdNamedBarrier>(int(FwdNamedBarrier::kOStagingWG1) + warpgroup);
-    Tensor sO = make_tensor(make_smem_ptr(smem.o.data() + warpgroup * cosize_v<typename Traits::SmemLayoutO>),
-                            typename Traits::SmemLayoutO{});  // (64, dv)
-    // The previous tile's store has read the buffer (its leader waits; the barrier tells the others).
-    if (is_leader) { tma_store_wait<0>(); }
-    named_barrier_sync(cutlass::NumThreadsPerWarpGroup, staging);
-    // stmatrix (8 x 8 tiles of 16-bit values, four per instruction) from the warpgroup's accumulator layout: the
-    // warpgroup's slice of the tiled MMA is a one-warpgroup MMA over (64, dv), which has the same register order.
-    auto mma_wg = cute::make_tiled_mma(
-        cute::GMMA::rs_op_selector<Element, Element, float, cute::Shape<cute::_64, typename Traits::HeadDimV,
-                                                                        typename Traits::BlockN>,
-                                   cute::GMMA::Major::K, cute::GMMA::Major::MN>());
-    auto copy_o = make_tiled_copy_C(Copy_Atom<SM90_U32x4_STSM_N, Element>{}, mma_wg);
-    auto thr_copy = copy_o.get_thread_slice(mma_thread_idx % cutlass::NumThreadsPerWarpGroup);
-    Tensor rO_wg = make_tensor(rO.data(), partition_fragment_C(mma_wg, Shape<_64, typename Traits::HeadDimV>{}).layout());
-    copy(copy_o, thr_copy.retile_S(rO_wg), thr_copy.partition_D(sO));
-    tma_store_fence();  // make the generic-proxy writes visible to the TMA (async proxy)
-    named_barrier_sync(cutlass::NumThreadsPerWarpGroup, staging);
-    if (is_leader) {
-      FwdParams const& p = params.fwd;
-      int const batch_coord = p.cu_seqlens_q != nullptr ? 0 : tile.batch;
-      Tensor mO = params.tma_o.get_tma_tensor(params.shape_o)(_, _, tile.head, batch_coord);  // (rows, dv)
-      Tensor gO = local_tile(domain_offset(make_coord(seq.offset_q, _0{}), mO),
-                             Shape<_64, typename Traits::HeadDimV>{},
-                             make_coord(tile.m_block * (Traits::kBlockM / 64) + warpgroup, _0{}));
-      auto [tOgO, tOsO] = tma_partition(params.tma_o, _0{}, Layout<_1>{}, group_modes<0, 2>(sO), group_modes<0, 2>(gO));
-      copy(params.tma_o, tOsO, tOgO);
-      tma_store_arrive();
     }
   }
 };

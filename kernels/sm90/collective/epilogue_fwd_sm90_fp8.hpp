@@ -1,10 +1,12 @@
 // Epilogue of the sm90 FP8 forward: O = O_acc * v_descale(last block) / rowsum in bf16 or fp16 (chosen at run time:
 // the epilogue runs once per tile, so one branch here costs nothing, and it halves the kernel count), and the LSE.
+// O goes through a shared-memory slot and a TMA store where it can (epilogue_o_staging_sm90.hpp), else from registers.
 #pragma once
 
 #include <cute/tensor.hpp>
 
 #include "kernels/common/layout_utils.hpp"
+#include "kernels/common/named_barriers.hpp"
 #include "kernels/common/seqlen_info.hpp"
 #include "kernels/common/tile_scheduler.hpp"
 #include "kernels/sm90/collective/mainloop_fwd_sm90_fp8_mma.hpp"
@@ -16,13 +18,34 @@ struct EpilogueFwdSm90Fp8 {
   using TileShapeO = cute::Shape<typename Traits::BlockM, typename Traits::HeadDimV>;
   static constexpr int kRowsPerThread = 2;
 
-  template <class ElementOut, class TensorO, class TensorC>
-  CUTLASS_DEVICE static void write(FwdParams const& p, TileCoord tile, SeqlenInfo const& seq, TensorO const& tOrO,
-                                   TensorC const& tOcO_rc, float const (&lse)[kRowsPerThread]) {
+  template <class ElementOut, class Params, class TensorO, class TensorC>
+  CUTLASS_DEVICE static void write(Params const& params, typename Traits::SharedStorage& smem, int mma_thread_idx,
+                                   TileCoord tile, SeqlenInfo const& seq, TensorO const& tOrO, TensorC const& tOcO_rc,
+                                   float const (&lse)[kRowsPerThread]) {
     using namespace cute;
+    FwdParams const& p = params.fwd;
     Tensor rO = convert_fragment<ElementOut>(tOrO);
     Tensor rO_rc = make_tensor(rO.data(), accumulator_rowcol_layout(rO.layout()));
     int const row0 = tile.m_block * Traits::kBlockM;
+    if constexpr (Traits::kTmaStoreO) {
+      // Through shared memory and a TMA store (epilogue_o_staging_sm90.hpp) where the warpgroup's rows allow it.
+      int const warpgroup = mma_thread_idx / cutlass::NumThreadsPerWarpGroup;
+      if (Traits::OStaging::usable(params.o_staging, row0 + warpgroup * 64, seq.seqlen_q)) {
+        Traits::OStaging::store(params.o_staging, smem.o.data() + warpgroup * Traits::OStaging::kSlotElements,
+                                static_cast<FwdNamedBarrier>(int(FwdNamedBarrier::kOStagingWG1) + warpgroup),
+                                mma_thread_idx % cutlass::NumThreadsPerWarpGroup, rO, tile.head,
+                                p.cu_seqlens_q != nullptr ? 0 : tile.batch, seq.offset_q,
+                                tile.m_block * (Traits::kBlockM / 64) + warpgroup);
+        if (p.lse != nullptr && (threadIdx.x % 4) == 0) {
+          CUTE_UNROLL
+          for (int r = 0; r < kRowsPerThread; ++r) {
+            int const row = row0 + int(get<0>(tOcO_rc(r, 0)));
+            p.lse[tile.batch * p.lse_batch_stride + tile.head * p.lse_head_stride + seq.offset_q + row] = lse[r];
+          }
+        }
+        return;
+      }
+    }
     ElementOut* o_head =
         static_cast<ElementOut*>(p.out) + tile.batch * p.o_batch_stride + tile.head * p.o_head_stride;
     CUTE_UNROLL
@@ -46,9 +69,10 @@ struct EpilogueFwdSm90Fp8 {
     }
   }
 
-  template <class TensorO>
-  CUTLASS_DEVICE static void store(FwdParams const& p, int mma_thread_idx, TileCoord tile, SeqlenInfo const& seq,
-                                   TensorO& tOrO, Fp8OnlineSoftmax<kRowsPerThread>& softmax, float v_scale) {
+  template <class Params, class TensorO>
+  CUTLASS_DEVICE static void store(Params const& params, typename Traits::SharedStorage& smem, int mma_thread_idx,
+                                   TileCoord tile, SeqlenInfo const& seq, TensorO& tOrO,
+                                   Fp8OnlineSoftmax<kRowsPerThread>& softmax, float v_scale) {
     using namespace cute;
     float inv_sum[kRowsPerThread], lse[kRowsPerThread];
     softmax.finalize(inv_sum, lse);
@@ -63,10 +87,10 @@ struct EpilogueFwdSm90Fp8 {
       CUTE_UNROLL
       for (int c = 0; c < size<1>(tOrO_rc); ++c) { tOrO_rc(r, c) *= f; }
     }
-    if (p.out_is_fp16) {
-      write<cutlass::half_t>(p, tile, seq, tOrO, tOcO_rc, lse);
+    if (params.fwd.out_is_fp16) {
+      write<cutlass::half_t>(params, smem, mma_thread_idx, tile, seq, tOrO, tOcO_rc, lse);
     } else {
-      write<cutlass::bfloat16_t>(p, tile, seq, tOrO, tOcO_rc, lse);
+      write<cutlass::bfloat16_t>(params, smem, mma_thread_idx, tile, seq, tOrO, tOcO_rc, lse);
     }
   }
 };
