@@ -51,14 +51,9 @@ struct EpilogueFwdSm90 {
     Tensor rO_rc = make_tensor(rO.data(), accumulator_rowcol_layout(rO.layout()));
 
     int const row0 = tile.m_block * Traits::kBlockM;
-    int const warpgroup = mma_thread_idx / cutlass::NumThreadsPerWarpGroup;
     if constexpr (Traits::kTmaStoreO) {
-      if (Traits::OStaging::usable(params.o_staging, row0 + warpgroup * 64, seq.seqlen_q)) {
-        Traits::OStaging::store(params.o_staging, smem.o.data() + warpgroup * Traits::OStaging::kSlotElements,
-                                static_cast<FwdNamedBarrier>(int(FwdNamedBarrier::kOStagingWG1) + warpgroup),
-                                mma_thread_idx % cutlass::NumThreadsPerWarpGroup, rO, tile.head,
-                                p.cu_seqlens_q != nullptr ? 0 : tile.batch, seq.offset_q,
-                                tile.m_block * (Traits::kBlockM / 64) + warpgroup);
+      if (Traits::OStaging::template try_store<Traits::kBlockM>(params.o_staging, smem.o.data(), mma_thread_idx, tile,
+                                                                seq, p.cu_seqlens_q != nullptr, rO)) {
         store_lse(p, tile, seq, row0, tOcO_rc, lse);
         return;
       }

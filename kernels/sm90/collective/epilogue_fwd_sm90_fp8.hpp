@@ -29,13 +29,8 @@ struct EpilogueFwdSm90Fp8 {
     int const row0 = tile.m_block * Traits::kBlockM;
     if constexpr (Traits::kTmaStoreO) {
       // Through shared memory and a TMA store (epilogue_o_staging_sm90.hpp) where the warpgroup's rows allow it.
-      int const warpgroup = mma_thread_idx / cutlass::NumThreadsPerWarpGroup;
-      if (Traits::OStaging::usable(params.o_staging, row0 + warpgroup * 64, seq.seqlen_q)) {
-        Traits::OStaging::store(params.o_staging, smem.o.data() + warpgroup * Traits::OStaging::kSlotElements,
-                                static_cast<FwdNamedBarrier>(int(FwdNamedBarrier::kOStagingWG1) + warpgroup),
-                                mma_thread_idx % cutlass::NumThreadsPerWarpGroup, rO, tile.head,
-                                p.cu_seqlens_q != nullptr ? 0 : tile.batch, seq.offset_q,
-                                tile.m_block * (Traits::kBlockM / 64) + warpgroup);
+      if (Traits::OStaging::template try_store<Traits::kBlockM>(params.o_staging, smem.o.data(), mma_thread_idx, tile,
+                                                                seq, p.cu_seqlens_q != nullptr, rO)) {
         if (p.lse != nullptr && (threadIdx.x % 4) == 0) {
           CUTE_UNROLL
           for (int r = 0; r < kRowsPerThread; ++r) {

@@ -18,6 +18,8 @@
 
 #include "kernels/common/fwd_params.hpp"
 #include "kernels/common/named_barriers.hpp"
+#include "kernels/common/seqlen_info.hpp"
+#include "kernels/common/tile_scheduler.hpp"
 
 namespace flash3 {
 
@@ -67,9 +69,20 @@ struct OStagingSm90 {
     return op;
   }
 
-  // Whether the warpgroup whose rows start at wg_row0 (in its sequence) may store by TMA.
-  CUTLASS_DEVICE static bool usable(Params const& op, int wg_row0, int seqlen_q) {
-    return op.enabled && wg_row0 + 64 <= seqlen_q;
+  // The forward epilogues' entry, called by every consumer thread (mma_thread_idx) of a CTA with kBlockM-row tiles;
+  // slots: the CTA's kBlockM / 64 slots; varlen: the output is (total rows, h, dv). Stores the thread's warpgroup's
+  // rows of `tile` and returns true, or does nothing and returns false when those rows cannot go by TMA (the caller
+  // stores from registers).
+  template <int kBlockM, class TensorR>
+  CUTLASS_DEVICE static bool try_store(Params const& op, Storage16* slots, int mma_thread_idx, TileCoord tile,
+                                       SeqlenInfo const& seq, bool varlen, TensorR const& rO) {
+    int const warpgroup = mma_thread_idx / cutlass::NumThreadsPerWarpGroup;
+    int const row_block = tile.m_block * (kBlockM / 64) + warpgroup;
+    if (!op.enabled || (row_block + 1) * 64 > seq.seqlen_q) { return false; }
+    store(op, slots + warpgroup * kSlotElements,
+          static_cast<FwdNamedBarrier>(int(FwdNamedBarrier::kOStagingWG1) + warpgroup),
+          mma_thread_idx % cutlass::NumThreadsPerWarpGroup, rO, tile.head, varlen ? 0 : tile.batch, seq.offset_q, row_block);
+    return true;
   }
 
   // Called by all 128 threads of the warpgroup. rO: the thread's 16-bit O fragment (the tiled MMA's C partition);
