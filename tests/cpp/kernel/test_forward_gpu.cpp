@@ -119,6 +119,9 @@ struct Layout {
   // The workspace starts as a previous call leaves it (repair request clear); true: as 0xFF bytes, a fresh
   // allocation's garbage (the first fixed-offset call then repairs needlessly, and must still be right).
   bool garbage_workspace = false;
+  // Give only the workspace the call cannot run without (none for unmasked calls: an older C ABI caller), not
+  // forward_workspace_size(): the call must then take the exact softmax and still be right.
+  bool required_workspace_only = false;
 };
 
 // The two softmax paths of the fp16 / bf16 forward (src/dispatch/fwd_dispatch.hpp): every check runs the call with
@@ -257,7 +260,8 @@ Outcome check_forward(const ReferenceProblem& p, Precision dt, Oracle oracle, ui
     out_buf.poison();
     lse_buf.poison();
     try {
-      const int64_t ws = flash3::forward_workspace_size(args);
+      const int64_t ws = layout.required_workspace_only ? flash3::forward_workspace_required_bytes(args.options)
+                                                        : flash3::forward_workspace_size(args);
       if (workspace.get() == nullptr && ws > 0) {
         workspace = DeviceBuffer(static_cast<size_t>(ws));
         workspace.fill_bytes(layout.garbage_workspace ? 0xFF : 0);
@@ -296,7 +300,8 @@ Outcome check_forward(const ReferenceProblem& p, Precision dt, Oracle oracle, ui
     if (layout.with_lse) {
       EXPECT_TRUE(flash3_test::lse_close("lse", lse, ref_lse, &lse_used, flash3_test::lse_locator(p)));
     }
-    if (path == flash3::FwdSoftmaxChoice::kFixedOffset) {
+    if (path == flash3::FwdSoftmaxChoice::kFixedOffset &&
+        args.workspace_bytes >= flash3::kFwdRepairStateOffset + int64_t(sizeof(flash3::FwdRepairState))) {
       // After a fixed-offset call (and its repair launch) the repair request is clear, whatever the workspace held.
       flash3::FwdRepairState state{};
       workspace.download(&state, sizeof(state), flash3::kFwdRepairStateOffset);
@@ -447,6 +452,18 @@ TEST_P(FlashForwardLayout, PackedQkvAndPaddedOut) {
   layout.packed_qkv = true;
   layout.out_pad = 8;
   const Outcome r = check_forward(p, c.dtype, Oracle::kCpu, flash3_test::seed_from(layout_name(c)), layout);
+  if (r.not_supported) GTEST_SKIP() << "not in this build (FLASH3_KERNELS subset?): " << r.message;
+}
+
+TEST_P(FlashForwardLayout, RequiredWorkspaceOnly) {
+  FLASH3_REQUIRE_SM90();
+  const LayoutCase c = GetParam();
+  ReferenceProblem p = batch_problem(1, 300, 1100, {c.hd, c.hd});  // 9 key blocks: the fixed offsets would apply
+  p.heads = p.heads_k = 2;
+  set_mask(&p, c.mask);
+  Layout layout;
+  layout.required_workspace_only = true;
+  const Outcome r = check_forward(p, c.dtype, Oracle::kCpu, flash3_test::seed_from(layout_name(c) + "_minws"), layout);
   if (r.not_supported) GTEST_SKIP() << "not in this build (FLASH3_KERNELS subset?): " << r.message;
 }
 
