@@ -68,9 +68,10 @@ constexpr bool fwd_has_long_sequence_tile(int head_dim, int head_dim_v, bool has
 // The fixed-offset softmax (softmax.hpp) needs a second, repair launch of the kernel (exits at once unless a row
 // overflowed), and gains nothing on a tile's first key block (which sets the offsets): taken when the call has at
 // least this many key-block trips per SM and key blocks per query block (src/dispatch/fwd_dispatch.cpp,
-// forward_uses_fixed_offsets; blocks of 128 keys). Measured: 512 keys tie or lose up to 3%, 1k wins 4-12%.
+// forward_uses_fixed_offsets; blocks of 128 keys). Measured with the TMA-store epilogue (perf-notes forward row 33):
+// 512 keys tie to +9%, 768 +0.5-12%, 1k and up +4-18%. (Before that epilogue, 512 tied or lost up to 3%.)
 constexpr int kFwdFixedOffsetMinTripsPerSm = 16;
-constexpr int kFwdFixedOffsetMinKeyBlocks = 8;
+constexpr int kFwdFixedOffsetMinKeyBlocks = 4;
 
 // Rows of keys long enough for the long-sequence tile: at least 3072 queries, each seeing up to 3072 keys or more
 // (the window, when there is one, bounds the keys a query block sees). Measured (causal, perf-notes forward rows 25

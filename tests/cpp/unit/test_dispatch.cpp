@@ -98,10 +98,11 @@ TEST(Dispatch, FixedOffsetSoftmaxNeedsTheWorkspaceAndEnoughTrips) {
   EXPECT_EQ(plan_mode(4, 4096, 16, false, 0).first, int32_t(flash3::FwdSoftmaxMode::kExact));
   EXPECT_EQ(plan_mode(4, 4096, 16, true, flash3::kFwdRepairStateOffset).first,
             int32_t(flash3::FwdSoftmaxMode::kExact));
-  // Too few trips (1 x 2 heads x 2k: 16 x 16 x 2 = 512 for 132 SMs), or too few key blocks (64 x 16 heads x 512:
-  // 16384 trips, 4 key blocks each).
+  // Too few trips (1 x 2 heads x 2k: 16 x 16 x 2 = 512 for 132 SMs), or too few key blocks (128 x 16 heads x 384:
+  // 18432 trips, 3 key blocks each); 32 x 16 heads x 512 (4 key blocks) takes them.
   EXPECT_EQ(plan_mode(1, 2048, 2, true, 256).first, int32_t(flash3::FwdSoftmaxMode::kExact));
-  EXPECT_EQ(plan_mode(64, 512, 16, true, 256).first, int32_t(flash3::FwdSoftmaxMode::kExact));
+  EXPECT_EQ(plan_mode(128, 384, 16, true, 256).first, int32_t(flash3::FwdSoftmaxMode::kExact));
+  EXPECT_EQ(plan_mode(32, 512, 16, true, 256).first, int32_t(flash3::FwdSoftmaxMode::kFixedOffset));
   EXPECT_EQ(plan_mode(16, 1024, 16, true, 256).first, int32_t(flash3::FwdSoftmaxMode::kFixedOffset));
   // The override.
   flash3::set_forward_softmax_choice(flash3::FwdSoftmaxChoice::kFixedOffset);
