@@ -17,7 +17,7 @@ struct Fp8Descale {
 };
 
 // How the fp16 / bf16 forward picks each row's softmax offset (kernels/common/softmax.hpp).
-//   kExact:       the running row max; one launch. Used when the caller gives no workspace.
+//   kExact:       the running row max; one launch. Small calls, callers without the workspace, FP8, hdim 256.
 //   kFixedOffset: the first block's row max, fixed; a row that overflows sets FwdRepairState::needed, and the
 //                 launcher follows with a kRepair launch of the same kernel.
 //   kRepair:      exits at once unless `needed` is set; otherwise recomputes the whole call with kExact's softmax
@@ -76,7 +76,7 @@ struct FwdParams {
 
   int32_t num_sms;         // persistent grid size
   int32_t* tile_counter;   // dynamic scheduler counter in the workspace (zeroed by the launcher), or null
-  int32_t softmax_mode;    // FwdSoftmaxMode (set by the fp16 / bf16 launcher)
+  int32_t softmax_mode;    // FwdSoftmaxMode (plan_forward's choice; the launcher keeps kExact where not compiled)
   FwdRepairState* repair;  // in the workspace, or null (no workspace: kExact only)
 
   // ---- FP8 (e4m3) forward only (kernels/sm90/fp8_*); ignored by the fp16/bf16 kernels ----

@@ -122,13 +122,15 @@ struct OnlineSoftmax {
         row_sum[r] *= correction[r];
         row_max[r] = m;
       }
-      exp_and_sum(s, r, m_scaled);
+      row_sum[r] += exp_block(s, r, m_scaled);
     }
     if constexpr (kFixedOffsets) {
-      bool finite = true;
-      CUTE_UNROLL
-      for (int r = 0; r < kRows; ++r) { finite &= row_max[r] != -INFINITY; }
-      offsets_fixed = allow_fixed_offsets && __all_sync(0xffffffffu, finite);
+      if (allow_fixed_offsets) {  // launch-uniform: exact launches skip the vote
+        bool finite = true;
+        CUTE_UNROLL
+        for (int r = 0; r < kRows; ++r) { finite &= row_max[r] != -INFINITY; }
+        offsets_fixed = __all_sync(0xffffffffu, finite);
+      }
     }
     if constexpr (kIsFirst) {
       return false;
@@ -208,10 +210,6 @@ struct OnlineSoftmax {
       sum[c % 4] += s(r, c);
     }
     return (sum[0] + sum[1]) + (sum[2] + sum[3]);
-  }
-  template <class TensorS>
-  CUTLASS_DEVICE void exp_and_sum(TensorS& s, int r, float m_scaled) {
-    row_sum[r] += exp_block(s, r, m_scaled);
   }
 
   // Final normalisation: returns 1/sum per row (0 for rows that saw no key) and writes the natural-log LSE

@@ -128,9 +128,7 @@ struct Fp8FwdKernelSm90 {
         }
         EpilogueFwdSm90Fp8<Traits>::store(params, smem, mma_thread_idx, w.tile, w.seq, tOrO, softmax, v_scale);
       }
-      if constexpr (Traits::kTmaStoreO) {
-        Traits::OStaging::finish(mma_thread_idx % cutlass::NumThreadsPerWarpGroup);
-      }
+      finish_o_stores<Traits>(mma_thread_idx);  // the last TMA store has read its slot
       if constexpr (Traits::kPingpong) {
         if (warpgroup == 0) { pingpong_wait_turn(warpgroup); }
       }

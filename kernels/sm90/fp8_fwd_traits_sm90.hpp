@@ -13,7 +13,7 @@
 #include <cutlass/numeric_types.h>
 
 #include "kernels/common/pipeline_tma.hpp"
-#include "kernels/sm90/collective/epilogue_o_staging_sm90.hpp"
+#include "kernels/sm90/collective/epilogue_fwd_shared_sm90.hpp"
 #include "kernels/sm90/fp8_tile_config.hpp"
 #include "kernels/sm90/tile_config.hpp"
 
@@ -137,7 +137,7 @@ struct Fp8FwdTraitsSm90 {
   using PipelineKV = TmaPipeline<kStages>;
   using PipelineVt = TransposePipeline<kStages>;
 
-  // The epilogue's TMA store of the 16-bit output (collective/epilogue_o_staging_sm90.hpp; bf16 and fp16 share the
+  // The epilogue's TMA store of the 16-bit output (collective/epilogue_fwd_shared_sm90.hpp; bf16 and fp16 share the
   // descriptor type, the store copies bits). Measured against the register stores (perf-notes F14): hdim 128 +1-9%,
   // hdim 256 unmasked +3-8% at 4k-8k; hdim 256 causal -3-8% (spills 40 -> 112 B) and hdim 64 unmasked -13% (3
   // warpgroups at 160 registers: 0 -> 40 B), so those keep the register stores. FLASH3_FWD_EXP & 262144: off (A/B).

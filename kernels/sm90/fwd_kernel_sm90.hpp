@@ -145,7 +145,7 @@ struct FwdKernelSm90 {
         EpilogueFwdSm90<Traits>::store(params, smem, mma_thread_idx, w.tile, w.seq, tOrO, softmax);
       }
       // The last TMA store must have read its staging buffer before the CTA's shared memory goes away.
-      EpilogueFwdSm90<Traits>::finish(mma_thread_idx);
+      finish_o_stores<Traits>(mma_thread_idx);
       if constexpr (Traits::kPingpong) {
         if (warpgroup == 0) { pingpong_wait_turn(warpgroup); }
       }

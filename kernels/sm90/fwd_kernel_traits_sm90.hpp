@@ -6,7 +6,7 @@
 #include <cutlass/gemm/collective/builders/sm90_common.inl>
 
 #include "kernels/common/pipeline_tma.hpp"
-#include "kernels/sm90/collective/epilogue_o_staging_sm90.hpp"
+#include "kernels/sm90/collective/epilogue_fwd_shared_sm90.hpp"
 #include "kernels/sm90/tile_config.hpp"
 
 namespace flash3 {
@@ -101,7 +101,7 @@ struct FwdTraitsSm90 {
   using PipelineQ = TmaPipeline<kQStages>;
 
   // The epilogue stages O in shared memory (one 64-row slot per consumer warpgroup) and writes it with a TMA store
-  // (collective/epilogue_o_staging_sm90.hpp) where shared memory has room for the slots next to the mainloop's
+  // (collective/epilogue_fwd_shared_sm90.hpp) where shared memory has room for the slots next to the mainloop's
   // buffers (head dims up to 128, and 192 x 128); elsewhere it stores from registers. FLASH3_FWD_EXP & 262144 turns
   // it off (A/B).
   using OStaging = OStagingSm90<Element, kHeadDimV>;

@@ -12,9 +12,7 @@ namespace flash3 {
 
 namespace {
 bool has_local_mask(const AttentionOptions& o) { return o.causal || o.window_left >= 0 || o.window_right >= 0; }
-}  // namespace
 
-namespace {
 FwdSoftmaxChoice choice_from_environment() {
   char const* v = std::getenv("FLASH3_FWD_SOFTMAX");
   if (v == nullptr) { return FwdSoftmaxChoice::kAuto; }
@@ -117,7 +115,7 @@ FwdPlan plan_forward(const ForwardArgs& args, const ProblemShape& shape, int arc
   p.repair = has_repair_state
                  ? reinterpret_cast<FwdRepairState*>(static_cast<char*>(args.workspace) + kFwdRepairStateOffset)
                  : nullptr;
-  p.softmax_mode = int32_t(FwdSoftmaxMode::kExact);  // the launcher picks kFixedOffset where it may
+  p.softmax_mode = int32_t(FwdSoftmaxMode::kExact);  // fp16 / bf16: forward_uses_fixed_offsets, below
 
   int32_t padded_d = 0, padded_dv = 0;
   if (args.q.dtype == DType::kFloat8E4M3) {

@@ -80,7 +80,7 @@ struct MainloopFwdSm90Mma {
       }
       if constexpr (decltype(needs_mask)::value) { mask.apply(s_rc, tScS_rc, tile.m_block, n_block); }
     };
-    // `rescale`: the softmax step's warp-uniform "some factor is not 1" (always true without the lazy rescale).
+    // `needed`: the softmax step's warp-uniform "some factor is not 1" (always true without the lazy rescale).
     auto rescale_o = [&](float const (&correction)[kRowsPerThread], bool needed) CUTLASS_LAMBDA_FUNC_INLINE {
       if constexpr ((FLASH3_FWD_EXP & 4) != 0) { return; }  // DIAGNOSTIC
       if (!needed) { return; }

@@ -1,12 +1,13 @@
-// The TMA-store half of the sm90 forward epilogues (fp16 / bf16 and FP8): a consumer warpgroup's 64 x dv slice of O,
-// already in its 16-bit output type, goes to a shared-memory slot with stmatrix and from there to global memory with
-// one TMA store, which runs while the warpgroup starts its next tile (FA3 paper). The slot is waited for at the
-// warpgroup's next store, and at the end of the CTA (finish).
+// What the sm90 forward epilogues (fp16 / bf16 and FP8) share once O is normalised and in its 16-bit output type:
+// store_o_and_lse (O, then the LSE rows) and finish_o_stores (end of the CTA).
 //
-// Used where the kernel has room for one slot per consumer warpgroup next to its mainloop buffers, for row blocks that
-// lie inside their sequence (a varlen tile past its sequence's end would write the next sequence's rows; seqused rows
-// must stay untouched), and for outputs whose base and strides are 16-byte multiples (TMA's rule). The callers store
-// from registers otherwise.
+// O goes out through a TMA store where it can (OStagingSm90): the consumer warpgroup's 64 x dv slice goes to a
+// shared-memory slot with stmatrix and from there to global memory with one TMA store, which runs while the
+// warpgroup starts its next tile (FA3 paper); the slot is waited for at the warpgroup's next store and at the end of
+// the CTA. That needs room for one slot per consumer warpgroup next to the kernel's mainloop buffers
+// (Traits::kTmaStoreO), rows inside their sequence (a varlen tile past its sequence's end would write the next
+// sequence's rows; seqused rows must stay untouched), and an output whose base and strides are 16-byte multiples
+// (TMA's rule). Otherwise each thread stores its column pairs from registers (store_o_rows).
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -17,11 +18,53 @@
 #include <cutlass/gemm/collective/builders/sm90_common.inl>
 
 #include "kernels/common/fwd_params.hpp"
+#include "kernels/common/layout_utils.hpp"
 #include "kernels/common/named_barriers.hpp"
 #include "kernels/common/seqlen_info.hpp"
 #include "kernels/common/tile_scheduler.hpp"
 
 namespace flash3 {
+
+// The LSE of the rows a consumer thread holds (rows row0 + the tile-relative rows in tOcO_rc), written by one thread
+// of each quad (the four that share a row); rows past the sequence are skipped. Both forward epilogues use it.
+template <int kRows, class TensorC>
+CUTLASS_DEVICE void store_lse_rows(FwdParams const& p, TileCoord tile, SeqlenInfo const& seq, int row0,
+                                   TensorC const& tOcO_rc, float const (&lse)[kRows]) {
+  if (p.lse == nullptr || (threadIdx.x % 4) != 0) { return; }
+  CUTE_UNROLL
+  for (int r = 0; r < kRows; ++r) {
+    int const row = row0 + int(cute::get<0>(tOcO_rc(r, 0)));
+    if (row < seq.seqlen_q) {
+      p.lse[tile.batch * p.lse_batch_stride + tile.head * p.lse_head_stride + seq.offset_q + row] = lse[r];
+    }
+  }
+}
+
+// O from registers, for rows the TMA store cannot take: each thread stores its adjacent column pairs (mode 0 of the
+// accumulator's column index has size 2) as 32-bit words; rows past the sequence and columns past head_dim_v are
+// skipped. rO_rc: the thread's O in the output type, (row, col) view; tOcO_rc: the matching tile coordinates.
+template <int kRows, class TensorR, class TensorC>
+CUTLASS_DEVICE void store_o_rows(FwdParams const& p, TileCoord tile, SeqlenInfo const& seq, int row0,
+                                 TensorR const& rO_rc, TensorC const& tOcO_rc) {
+  using Element = typename TensorR::value_type;
+  Element* o_head = static_cast<Element*>(p.out) + tile.batch * p.o_batch_stride + tile.head * p.o_head_stride;
+  CUTE_UNROLL
+  for (int r = 0; r < kRows; ++r) {
+    int const row = row0 + int(cute::get<0>(tOcO_rc(r, 0)));
+    if (row >= seq.seqlen_q) { continue; }
+    Element* o_row = o_head + (seq.offset_q + row) * p.o_row_stride;
+    CUTE_UNROLL
+    for (int c = 0; c < cute::size<1>(rO_rc); c += 2) {
+      int const col = int(cute::get<1>(tOcO_rc(r, c)));
+      if (col < p.head_dim_v) {
+        cutlass::Array<Element, 2> pair;
+        pair[0] = rO_rc(r, c);
+        pair[1] = rO_rc(r, c + 1);
+        *reinterpret_cast<cutlass::Array<Element, 2>*>(o_row + col) = pair;
+      }
+    }
+  }
+}
 
 // Storage16: a 16-bit type the TMA descriptor is built for (the store copies bits, so fp16 and bf16 outputs share it).
 template <class Storage16, int kHeadDimV_>
@@ -122,5 +165,31 @@ struct OStagingSm90 {
     if (thread_in_wg == 0) { cute::tma_store_wait<0>(); }
   }
 };
+
+// Both forward epilogues' final step for one tile: O (the thread's fragment, already normalised and converted to the
+// 16-bit output type) by TMA where Traits::kTmaStoreO and the rows allow it, else from registers; then the LSE.
+template <class Traits, int kRows, class Params, class TensorR, class TensorC>
+CUTLASS_DEVICE void store_o_and_lse(Params const& params, typename Traits::SharedStorage& smem, int mma_thread_idx,
+                                    TileCoord tile, SeqlenInfo const& seq, TensorR const& rO, TensorC const& tOcO_rc,
+                                    float const (&lse)[kRows]) {
+  FwdParams const& p = params.fwd;
+  int const row0 = tile.m_block * Traits::kBlockM;
+  bool by_tma = false;
+  if constexpr (Traits::kTmaStoreO) {
+    by_tma = Traits::OStaging::template try_store<Traits::kBlockM>(params.o_staging, smem.o.data(), mma_thread_idx,
+                                                                   tile, seq, p.cu_seqlens_q != nullptr, rO);
+  }
+  if (!by_tma) {
+    auto const rO_rc = cute::make_tensor(rO.data(), accumulator_rowcol_layout(rO.layout()));
+    store_o_rows<kRows>(p, tile, seq, row0, rO_rc, tOcO_rc);
+  }
+  store_lse_rows(p, tile, seq, row0, tOcO_rc, lse);
+}
+
+// After a consumer warpgroup's last tile: its last TMA store has read its slot (shared memory must outlive it).
+template <class Traits>
+CUTLASS_DEVICE void finish_o_stores(int mma_thread_idx) {
+  if constexpr (Traits::kTmaStoreO) { Traits::OStaging::finish(mma_thread_idx % cutlass::NumThreadsPerWarpGroup); }
+}
 
 }  // namespace flash3
