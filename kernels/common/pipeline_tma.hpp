@@ -59,6 +59,11 @@ struct TmaPipeline {
   CUTLASS_DEVICE void consumer_wait(PipelineState<kStages> const& st) const {
     FullBarrier::wait(&storage->full[st.index], st.phase);
   }
+  // The stage's empty barrier: waiting on it with st.phase returns once every consumer warpgroup released the use
+  // `st` (provided the stage's next use has not been released too: the caller must hold the producer off it).
+  CUTLASS_DEVICE uint64_t* empty_barrier(PipelineState<kStages> const& st) const {
+    return reinterpret_cast<uint64_t*>(&storage->empty[st.index]);
+  }
   // Consumer: one thread per warpgroup arrives once the whole warpgroup is done reading the stage.
   CUTLASS_DEVICE void consumer_release(PipelineState<kStages> const& st, bool is_warpgroup_leader) const {
     if (is_warpgroup_leader) { EmptyBarrier::arrive(&storage->empty[st.index]); }

@@ -146,6 +146,9 @@ struct Fp8FwdTraitsSm90 {
       (FLASH3_FWD_EXP & 262144) == 0 && (kHeadDim == 128 || (kHeadDim == 256 && !kHasLocal)) &&
       kTmaBytesQ + kStages * (kTmaBytesK + 2 * kTmaBytesV) + kNumMmaWarpgroups * OStaging::kSlotBytes + 2048 <=
           227 * 1024;
+  // FP8 stages O only in its own slots (no staging in V's stages, which the hdim 192 / 256 bf16 kernels use).
+  static constexpr bool kOStagingInV = false;
+  static constexpr bool kStagedO = kTmaStoreO;
 
   struct SharedStorage {
     alignas(1024) cute::array_aligned<Element, cute::cosize_v<SmemLayoutQ>> q;

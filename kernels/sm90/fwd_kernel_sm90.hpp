@@ -97,6 +97,9 @@ struct FwdKernelSm90 {
       Traits::PipelineKV::init(&smem.pipeline_k, Traits::kNumMmaWarpgroups);
       Traits::PipelineKV::init(&smem.pipeline_v, Traits::kNumMmaWarpgroups);
       Traits::PipelineQ::init(&smem.pipeline_q, Traits::kNumMmaWarpgroups);
+      if constexpr (Traits::kOStagingInV) {
+        cutlass::arch::ClusterBarrier::init(&smem.o_free, Traits::kNumMmaWarpgroups);
+      }
       cutlass::arch::fence_barrier_init();
     }
     __syncthreads();
@@ -141,8 +144,12 @@ struct FwdKernelSm90 {
         if (!w.trips.empty()) {
           mainloop.compute_tile(params, smem, pipeline_k, pipeline_v, mma_thread_idx, w.tile, w.mask, w.trips, tOrO,
                                 softmax);
+        } else {
+          mainloop.release_o_staging(smem, mma_thread_idx % cutlass::NumThreadsPerWarpGroup == 0);
         }
-        EpilogueFwdSm90<Traits>::store(params, smem, mma_thread_idx, w.tile, w.seq, tOrO, softmax);
+        EpilogueFwdSm90<Traits>::store(params, mainloop.o_staging_slot(smem, pipeline_v, mma_thread_idx,
+                                                                       !w.trips.empty()),
+                                       mma_thread_idx, w.tile, w.seq, tOrO, softmax);
       }
       // The last TMA store must have read its staging buffer before the CTA's shared memory goes away.
       finish_o_stores<Traits>(mma_thread_idx);

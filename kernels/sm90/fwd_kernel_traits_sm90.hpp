@@ -109,6 +109,18 @@ struct FwdTraitsSm90 {
       (FLASH3_FWD_EXP & 262144) == 0 && kQStages * kTmaBytesQ + kStages * (kTmaBytesK + kTmaBytesV) +
                                                 kNumMmaWarpgroups * OStaging::kSlotBytes + 2048 <= 227 * 1024;
 
+  // Where the slots do not fit (hdim 192 and 256), O is staged in V's shared memory instead, as FA3 does: each
+  // consumer warpgroup writes its slot into one of the two V stages once every warpgroup has released the tile's
+  // last use of it (warpgroup 0: the stage of the second-to-last key block, 1: the last), and the producer loads the
+  // next tile's V only after both stores have read their slots (the `o_free` barrier; MainloopFwdSm90Mma::
+  // o_staging_slot). Tiles with no key block store from registers (the producer may be filling V meanwhile).
+  // FLASH3_FWD_EXP & 1048576 turns it off (A/B).
+  static constexpr bool kOStagingInV = (FLASH3_FWD_EXP & (262144 | 1048576)) == 0 && !kTmaStoreO && kStages == 2 &&
+                                       kNumMmaWarpgroups == 2 && OStaging::kSlotBytes <= kTmaBytesV &&
+                                       kTmaBytesV % 1024 == 0;
+  static constexpr bool kStagedO = kTmaStoreO || kOStagingInV;
+  static constexpr int kVStageElements = kBlockN * kHeadDimV;  // one stage of SmemLayoutVt
+
   struct SharedStorage {
     // 128-byte swizzled tiles need 1024-byte alignment.
     alignas(1024) cute::array_aligned<Element, kQStages * cute::cosize_v<SmemLayoutQ>> q;
@@ -119,6 +131,9 @@ struct FwdTraitsSm90 {
     // O of each consumer warpgroup, for the TMA store (kTmaStoreO; a token 16 bytes otherwise).
     alignas(1024) cute::array_aligned<Element, kTmaStoreO ? kNumMmaWarpgroups * OStaging::kSlotElements : 8> o;
     typename PipelineQ::SharedStorage pipeline_q;  // one stage per Q buffer
+    // kOStagingInV: both consumer warpgroups' O stores of the last tile have read V's stages (a phase per tile with
+    // key blocks; the producer waits before the next tile's first V load).
+    cutlass::arch::ClusterBarrier::ValueType o_free;
     int next_tile;  // dynamic tile walk: the index handed from the producer warp to the consumers
   };
   static constexpr int kSharedStorageBytes = sizeof(SharedStorage);

@@ -51,7 +51,7 @@ void launch_fwd_sm90(FwdParams const& p, cudaStream_t stream) {
   params.tma_v = make_tma_copy(SM90_TMA_LOAD{}, mVt, take<0, 2>(typename Traits::SmemLayoutVt{}),
                                Shape<typename Traits::HeadDimV, typename Traits::BlockN>{}, _1{});
 
-  if constexpr (Traits::kTmaStoreO) { params.o_staging = Traits::OStaging::make_params(p, rows_q, batch); }
+  if constexpr (Traits::kStagedO) { params.o_staging = Traits::OStaging::make_params(p, rows_q, batch); }
 
   launch_persistent_forward<Traits, Kernel>(&fwd_kernel_sm90<Kernel>, params, p, stream, "flash3::forward");
 }

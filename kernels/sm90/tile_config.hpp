@@ -17,7 +17,8 @@
 // 32768 = no long-sequence tile (fwd_has_long_sequence_tile), 65536 = no fixed-offset softmax (exact max only;
 // fwd_kernel_traits_sm90.hpp, kFixedOffsetSoftmax), 131072 = DIAGNOSTIC fixed offsets without the rebase and the
 // repair launch (wrong on score jumps: checks that the tests catch it), 262144 = no TMA-store epilogue
-// (fwd_kernel_traits_sm90.hpp, kTmaStoreO), 524288 = the long-sequence tile at every length (A/B).
+// (fwd_kernel_traits_sm90.hpp, kTmaStoreO), 524288 = the long-sequence tile at every length (A/B), 1048576 = no O
+// staging in V's shared memory (hdim 192 / 256 keep the register stores; kOStagingInV).
 #ifndef FLASH3_FWD_EXP
 #define FLASH3_FWD_EXP 0
 #endif

@@ -4,10 +4,12 @@
 // O goes out through a TMA store where it can (OStagingSm90): the consumer warpgroup's 64 x dv slice goes to a
 // shared-memory slot with stmatrix and from there to global memory with one TMA store, which runs while the
 // warpgroup starts its next tile (FA3 paper); the slot is waited for at the warpgroup's next store and at the end of
-// the CTA. That needs room for one slot per consumer warpgroup next to the kernel's mainloop buffers
-// (Traits::kTmaStoreO), rows inside their sequence (a varlen tile past its sequence's end would write the next
-// sequence's rows; seqused rows must stay untouched), and an output whose base and strides are 16-byte multiples
-// (TMA's rule). Otherwise each thread stores its column pairs from registers (store_o_rows).
+// the CTA. The slot (OStagingSlot) is either the warpgroup's own, next to the mainloop's buffers (Traits::kTmaStoreO,
+// where shared memory has room), or a V stage the tile has finished with (Traits::kOStagingInV: hdim 192 / 256, see
+// the mainloop's o_staging_slot). A TMA store also needs rows inside their sequence (a varlen tile past its
+// sequence's end would write the next sequence's rows; seqused rows must stay untouched) and an output whose base and
+// strides are 16-byte multiples (TMA's rule). Otherwise each thread stores its column pairs from registers
+// (store_o_rows).
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -66,6 +68,15 @@ CUTLASS_DEVICE void store_o_rows(FwdParams const& p, TileCoord tile, SeqlenInfo 
   }
 }
 
+// Where a consumer warpgroup stages its O for the TMA store. `released`: when the slot lies in a V stage, that stage's
+// empty barrier and the phase that completes once every consumer warpgroup has released the tile's last use of the
+// stage (the other warpgroup's P V may still read it). A null slot: the rows go out from registers.
+struct OStagingSlot {
+  void* slot = nullptr;
+  uint64_t* released = nullptr;
+  uint32_t released_phase = 0;
+};
+
 // Storage16: a 16-bit type the TMA descriptor is built for (the store copies bits, so fp16 and bf16 outputs share it).
 template <class Storage16, int kHeadDimV_>
 struct OStagingSm90 {
@@ -117,13 +128,12 @@ struct OStagingSm90 {
   // rows of `tile` and returns true, or does nothing and returns false when those rows cannot go by TMA (the caller
   // stores from registers).
   template <int kBlockM, class TensorR>
-  CUTLASS_DEVICE static bool try_store(Params const& op, Storage16* slots, int mma_thread_idx, TileCoord tile,
+  CUTLASS_DEVICE static bool try_store(Params const& op, OStagingSlot const& slot, int mma_thread_idx, TileCoord tile,
                                        SeqlenInfo const& seq, bool varlen, TensorR const& rO) {
     int const warpgroup = mma_thread_idx / cutlass::NumThreadsPerWarpGroup;
     int const row_block = tile.m_block * (kBlockM / 64) + warpgroup;
-    if (!op.enabled || (row_block + 1) * 64 > seq.seqlen_q) { return false; }
-    store(op, slots + warpgroup * kSlotElements,
-          static_cast<FwdNamedBarrier>(int(FwdNamedBarrier::kOStagingWG1) + warpgroup),
+    if (slot.slot == nullptr || !op.enabled || (row_block + 1) * 64 > seq.seqlen_q) { return false; }
+    store(op, slot, static_cast<FwdNamedBarrier>(int(FwdNamedBarrier::kOStagingWG1) + warpgroup),
           mma_thread_idx % cutlass::NumThreadsPerWarpGroup, rO, tile.head, varlen ? 0 : tile.batch, seq.offset_q, row_block);
     return true;
   }
@@ -131,15 +141,20 @@ struct OStagingSm90 {
   // Called by all 128 threads of the warpgroup. rO: the thread's 16-bit O fragment (the tiled MMA's C partition);
   // slot: the warpgroup's kSlotElements of shared memory; staging: the warpgroup's named barrier.
   template <class TensorR>
-  CUTLASS_DEVICE static void store(Params const& op, Storage16* slot, FwdNamedBarrier staging, int thread_in_wg,
-                                   TensorR const& rO, int head, int batch_coord, int64_t offset_q, int row_block) {
+  CUTLASS_DEVICE static void store(Params const& op, OStagingSlot const& slot, FwdNamedBarrier staging,
+                                   int thread_in_wg, TensorR const& rO, int head, int batch_coord, int64_t offset_q,
+                                   int row_block) {
     using namespace cute;
     using Element = typename TensorR::value_type;
     static_assert(sizeof(Element) == 2);
     bool const is_leader = thread_in_wg == 0;
-    Tensor sO = make_tensor(make_smem_ptr(reinterpret_cast<Element*>(slot)), SmemLayout{});  // (64, dv)
-    // The previous store has read the slot (its leader waits; the barrier tells the others).
-    if (is_leader) { tma_store_wait<0>(); }
+    Tensor sO = make_tensor(make_smem_ptr(static_cast<Element*>(slot.slot)), SmemLayout{});  // (64, dv)
+    // The previous store has read the slot, and a V stage's readers are done (the leader waits; the barrier tells
+    // the others).
+    if (is_leader) {
+      tma_store_wait<0>();
+      if (slot.released != nullptr) { cutlass::arch::ClusterBarrier::wait(slot.released, slot.released_phase); }
+    }
     named_barrier_sync(cutlass::NumThreadsPerWarpGroup, staging);
     MmaWarpgroup mma;
     auto copy_o = make_tiled_copy_C(Copy_Atom<SM90_U32x4_STSM_N, Element>{}, mma);
@@ -149,7 +164,7 @@ struct OStagingSm90 {
     tma_store_fence();  // the generic-proxy writes, visible to the TMA (async proxy)
     named_barrier_sync(cutlass::NumThreadsPerWarpGroup, staging);
     if (is_leader) {
-      Tensor sO_bits = make_tensor(make_smem_ptr(slot), SmemLayout{});
+      Tensor sO_bits = make_tensor(make_smem_ptr(static_cast<Storage16*>(slot.slot)), SmemLayout{});
       Tensor mO = op.tma.get_tma_tensor(op.shape)(_, _, head, batch_coord);  // (rows, dv)
       Tensor gO = local_tile(domain_offset(make_coord(offset_q, _0{}), mO), Shape<_64, HeadDimV>{},
                              make_coord(row_block, _0{}));
@@ -166,18 +181,30 @@ struct OStagingSm90 {
   }
 };
 
+// The warpgroup's own slot next to the mainloop's buffers where the kernel has them (Traits::kTmaStoreO), else none.
+template <class Traits>
+CUTLASS_DEVICE OStagingSlot own_o_staging_slot(typename Traits::SharedStorage& smem, int mma_thread_idx) {
+  if constexpr (Traits::kTmaStoreO) {
+    int const warpgroup = mma_thread_idx / cutlass::NumThreadsPerWarpGroup;
+    return {smem.o.data() + warpgroup * Traits::OStaging::kSlotElements};
+  } else {
+    return {};
+  }
+}
+
 // Both forward epilogues' final step for one tile: O (the thread's fragment, already normalised and converted to the
-// 16-bit output type) by TMA where Traits::kTmaStoreO and the rows allow it, else from registers; then the LSE.
+// 16-bit output type) by TMA through `slot` where the kernel stages O (Traits::kStagedO) and the rows allow it, else
+// from registers; then the LSE.
 template <class Traits, int kRows, class Params, class TensorR, class TensorC>
-CUTLASS_DEVICE void store_o_and_lse(Params const& params, typename Traits::SharedStorage& smem, int mma_thread_idx,
+CUTLASS_DEVICE void store_o_and_lse(Params const& params, OStagingSlot const& slot, int mma_thread_idx,
                                     TileCoord tile, SeqlenInfo const& seq, TensorR const& rO, TensorC const& tOcO_rc,
                                     float const (&lse)[kRows]) {
   FwdParams const& p = params.fwd;
   int const row0 = tile.m_block * Traits::kBlockM;
   bool by_tma = false;
-  if constexpr (Traits::kTmaStoreO) {
-    by_tma = Traits::OStaging::template try_store<Traits::kBlockM>(params.o_staging, smem.o.data(), mma_thread_idx,
-                                                                   tile, seq, p.cu_seqlens_q != nullptr, rO);
+  if constexpr (Traits::kStagedO) {
+    by_tma = Traits::OStaging::template try_store<Traits::kBlockM>(params.o_staging, slot, mma_thread_idx, tile, seq,
+                                                                   p.cu_seqlens_q != nullptr, rO);
   }
   if (!by_tma) {
     auto const rO_rc = cute::make_tensor(rO.data(), accumulator_rowcol_layout(rO.layout()));
@@ -189,7 +216,7 @@ CUTLASS_DEVICE void store_o_and_lse(Params const& params, typename Traits::Share
 // After a consumer warpgroup's last tile: its last TMA store has read its slot (shared memory must outlive it).
 template <class Traits>
 CUTLASS_DEVICE void finish_o_stores(int mma_thread_idx) {
-  if constexpr (Traits::kTmaStoreO) { Traits::OStaging::finish(mma_thread_idx % cutlass::NumThreadsPerWarpGroup); }
+  if constexpr (Traits::kStagedO) { Traits::OStaging::finish(mma_thread_idx % cutlass::NumThreadsPerWarpGroup); }
 }
 
 }  // namespace flash3

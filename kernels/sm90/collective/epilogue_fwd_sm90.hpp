@@ -2,8 +2,8 @@
 // sequence's end and columns past head_dim_v are not written.
 //
 // O goes out one of two ways: through a shared-memory slot and a TMA store (epilogue_fwd_shared_sm90.hpp) where the
-// kernel has the slots (Traits::kTmaStoreO) and the warpgroup's rows allow it; otherwise each thread stores its pairs
-// of columns from registers.
+// mainloop hands over a slot (own or in a V stage: MainloopFwdSm90Mma::o_staging_slot) and the warpgroup's rows allow
+// it; otherwise each thread stores its pairs of columns from registers.
 #pragma once
 
 #include <cute/tensor.hpp>
@@ -24,7 +24,7 @@ struct EpilogueFwdSm90 {
   static constexpr int kRowsPerThread = 2;
 
   template <class Params, class TensorO, class Softmax>
-  CUTLASS_DEVICE static void store(Params const& params, typename Traits::SharedStorage& smem, int mma_thread_idx,
+  CUTLASS_DEVICE static void store(Params const& params, OStagingSlot const& slot, int mma_thread_idx,
                                    TileCoord tile, SeqlenInfo const& seq, TensorO& tOrO, Softmax& softmax) {
     using namespace cute;
     FwdParams const& p = params.fwd;
@@ -48,7 +48,7 @@ struct EpilogueFwdSm90 {
       for (int c = 0; c < size<1>(tOrO_rc); ++c) { tOrO_rc(r, c) *= inv_sum[r]; }
     }
     Tensor rO = convert_fragment<Element>(tOrO);
-    store_o_and_lse<Traits, kRowsPerThread>(params, smem, mma_thread_idx, tile, seq, rO, tOcO_rc, lse);
+    store_o_and_lse<Traits, kRowsPerThread>(params, slot, mma_thread_idx, tile, seq, rO, tOcO_rc, lse);
   }
 };
 

@@ -37,11 +37,12 @@ struct EpilogueFwdSm90Fp8 {
       CUTE_UNROLL
       for (int c = 0; c < size<1>(tOrO_rc); ++c) { tOrO_rc(r, c) *= f; }
     }
+    OStagingSlot const slot = own_o_staging_slot<Traits>(smem, mma_thread_idx);
     if (params.fwd.out_is_fp16) {
-      store_o_and_lse<Traits, kRowsPerThread>(params, smem, mma_thread_idx, tile, seq,
+      store_o_and_lse<Traits, kRowsPerThread>(params, slot, mma_thread_idx, tile, seq,
                                               convert_fragment<cutlass::half_t>(tOrO), tOcO_rc, lse);
     } else {
-      store_o_and_lse<Traits, kRowsPerThread>(params, smem, mma_thread_idx, tile, seq,
+      store_o_and_lse<Traits, kRowsPerThread>(params, slot, mma_thread_idx, tile, seq,
                                               convert_fragment<cutlass::bfloat16_t>(tOrO), tOcO_rc, lse);
     }
   }

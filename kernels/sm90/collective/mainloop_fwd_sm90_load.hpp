@@ -28,6 +28,7 @@ struct MainloopFwdSm90Load {
   State state_k;
   State state_v;
   PipelineState<Traits::kQStages> state_q;
+  int tiles_loaded = 0;  // tiles with key blocks so far (kOStagingInV: phases of the o_free barrier)
 
   // Global (TMA coordinate) tensors of one (head, batch): rows offset by the varlen start.
   template <class Params>
@@ -85,8 +86,15 @@ struct MainloopFwdSm90Load {
     load_k(trips.n_end - 1);
     for (int n_block = trips.n_end - 1; n_block >= trips.n_begin; --n_block) {
       if (n_block > trips.n_begin) { load_k(n_block - 1); }
+      if constexpr (Traits::kOStagingInV) {
+        // The previous tile's O may still sit in V's stages: wait until both warpgroups' stores have read it.
+        if (n_block == trips.n_end - 1 && tiles_loaded > 0) {
+          cutlass::arch::ClusterBarrier::wait(&smem.o_free, uint32_t(tiles_loaded - 1) & 1u);
+        }
+      }
       load_v(n_block);
     }
+    ++tiles_loaded;
   }
 };
 

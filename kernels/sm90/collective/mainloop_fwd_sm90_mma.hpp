@@ -12,6 +12,7 @@
 #include "kernels/common/mask.hpp"
 #include "kernels/common/named_barriers.hpp"
 #include "kernels/common/softmax.hpp"
+#include "kernels/sm90/collective/epilogue_fwd_shared_sm90.hpp"
 #include "kernels/sm90/fwd_kernel_traits_sm90.hpp"
 #include "kernels/sm90/wgmma_gemm.hpp"
 
@@ -42,6 +43,46 @@ struct MainloopFwdSm90Mma {
 
   State state_kv;
   PipelineState<Traits::kQStages> state_q;
+  // kOStagingInV: this warpgroup's O store of its last tile with key blocks still has to release V to the producer
+  // (release_o_staging).
+  bool o_staging_owed = false;
+
+  // Where this warpgroup stages O for the tile it just ran (has_trips) or that had no key block.
+  CUTLASS_DEVICE OStagingSlot o_staging_slot(typename Traits::SharedStorage& smem, PipelineKV const& pipeline_v,
+                                             int mma_thread_idx, bool has_trips) const {
+    if constexpr (Traits::kOStagingInV) {
+      if (!has_trips) { return {}; }
+      static_assert(Traits::kStages == 2);
+      // state_kv is one past the tile's last V use. Warpgroup 1 (the later one under pingpong) takes the stage of
+      // that last use; warpgroup 0 the other stage, last used two blocks back (or by an earlier tile, or never: its
+      // phase then reads as released).
+      int const warpgroup = mma_thread_idx / cutlass::NumThreadsPerWarpGroup;
+      State use = state_kv;
+      if (warpgroup == 0) {
+        use.phase ^= 1;
+      } else {
+        use.phase ^= use.index == 0 ? 1u : 0u;
+        use.index ^= 1;
+      }
+      return {smem.v.data() + use.index * Traits::kVStageElements, pipeline_v.empty_barrier(use), use.phase};
+    } else {
+      return own_o_staging_slot<Traits>(smem, mma_thread_idx);
+    }
+  }
+
+  // kOStagingInV: once the warpgroup's last O store has read its V stage, tell the producer (o_free), which holds the
+  // next tile's V loads until both warpgroups did. Called before anything that waits for such a load.
+  CUTLASS_DEVICE void release_o_staging(typename Traits::SharedStorage& smem, bool is_wg_leader) {
+    if constexpr (Traits::kOStagingInV) {
+      if (o_staging_owed) {
+        if (is_wg_leader) {
+          cute::tma_store_wait<0>();
+          cutlass::arch::ClusterBarrier::arrive(&smem.o_free);
+        }
+        o_staging_owed = false;
+      }
+    }
+  }
 
   // Runs the key-block loop of one tile; leaves the unnormalised O in tOrO and the row statistics in softmax.
   template <class Params, class TensorO>
@@ -118,6 +159,7 @@ struct MainloopFwdSm90Mma {
       begin_issue();
       wgmma_gemm<true>(mma_qk, tSrQ, tSrK(_, _, _, state_kv.index), tSrS);
       end_issue();
+      release_o_staging(smem, is_wg_leader);  // under this Q K^T; the first P V needs the V it frees
       warpgroup_wait<0>();
       pipeline_k.consumer_release(state_kv, is_wg_leader);
       if (n_block >= trips.n_masked_hi || n_block < trips.n_masked_lo) {
@@ -181,6 +223,7 @@ struct MainloopFwdSm90Mma {
     warpgroup_wait<0>();
     pipeline_v.consumer_release(state_kv, is_wg_leader);
     state_kv.advance();
+    o_staging_owed = Traits::kOStagingInV;
   }
 };
 

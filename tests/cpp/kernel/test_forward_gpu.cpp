@@ -531,6 +531,15 @@ std::vector<LargeCase> large_cases() {
       // for its upper 64 rows, whose softmax offsets are then fixed a block later (softmax.hpp).
       {"bf16_hd128_causal_1000x1064", b16, {128, 128}, Mask::kCausal, false, 1, 4, 4, 1000, 1064, false},
       {"fp16_hd64_causal_softcap_1000x1064", f16, {64, 64}, Mask::kCausal, true, 1, 4, 2, 1000, 1064, false},
+      // hdim 192 / 256 stage O in V's shared memory (kOStagingInV): several tiles per CTA (the stage and barrier
+      // phases carried from tile to tile), tiles of one key block, and tiles with none (bottom-right causal with
+      // fewer keys than queries; varlen with an empty key side), whose rows go out from registers.
+      {"bf16_hd256_nomask_gqa2_4097", b16, {256, 256}, Mask::kNone, false, 2, 8, 4, 4097, 4097, false},
+      {"fp16_hd256_causal_2000x70", f16, {256, 256}, Mask::kCausal, false, 2, 8, 8, 2000, 70, false},
+      {"bf16_hd256_causal_varlen", b16, {256, 256}, Mask::kCausal, false, 4, 8, 2, 0, 0, true},
+      {"fp16_hd192_nomask_2049", f16, {192, 192}, Mask::kNone, false, 2, 8, 8, 2049, 2049, false},
+      {"bf16_hd192_causal_varlen", b16, {192, 192}, Mask::kCausal, false, 4, 8, 2, 0, 0, true},
+      {"fp16_hd192_causal_softcap_2000x100", f16, {192, 192}, Mask::kCausal, true, 2, 8, 4, 2000, 100, false},
   };
 }
 
