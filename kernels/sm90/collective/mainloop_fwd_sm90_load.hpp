@@ -88,7 +88,8 @@ struct MainloopFwdSm90Load {
       if (n_block > trips.n_begin) { load_k(n_block - 1); }
       if constexpr (Traits::kOStagingInV) {
         // The previous tile's O may still sit in V's stages: wait until both warpgroups' stores have read it.
-        if (n_block == trips.n_end - 1 && tiles_loaded > 0) {
+        // (DIAGNOSTIC bit 2097152 skips the wait: wrong results, a check that the tests catch the race.)
+        if (n_block == trips.n_end - 1 && tiles_loaded > 0 && (FLASH3_FWD_EXP & 2097152) == 0) {
           cutlass::arch::ClusterBarrier::wait(&smem.o_free, uint32_t(tiles_loaded - 1) & 1u);
         }
       }
