@@ -132,50 +132,24 @@ struct FwdKernelSm90 {
       if constexpr (Traits::kPingpong) {
         if (warpgroup == 1) { pingpong_pass_turn(warpgroup); }
       }
-      using Mainloop = MainloopFwdSm90Mma<Traits>;
-      using Softmax = typename Mainloop::Softmax;
-      bool const fixed_offsets = p.softmax_mode == int32_t(FwdSoftmaxMode::kFixedOffset);
-      Softmax softmax(p.softmax_scale_log2, fixed_offsets);
-      Softmax softmax_next(p.softmax_scale_log2, fixed_offsets);
-      Tensor tOrO = partition_fragment_C(mma_pv, Shape<typename Traits::BlockM, typename Traits::HeadDimV>{});
-      clear(tOrO);
-      bool first_block_done = false;  // the tile's first key block ran in the previous tile's chained trip
       int count = 0;
-      int t = params.walk.first();
-      while (t < params.order.num_tiles()) {
+      for (int t = params.walk.first(); t < params.order.num_tiles(); t = params.walk.consumer_next(t, smem, count++)) {
         TileWork const w = tile_work(params, t);
-        if (!w.has_rows) {
-          t = params.walk.consumer_next(t, smem, count++);
-          continue;
-        }
-        int next_t = -1;  // the next tile with rows, once compute_tile fetched it
-        bool chained = false;
+        if (!w.has_rows) { continue; }
+        Tensor tOrO = partition_fragment_C(mma_pv, Shape<typename Traits::BlockM, typename Traits::HeadDimV>{});
+        clear(tOrO);
+        typename MainloopFwdSm90Mma<Traits>::Softmax softmax(
+            p.softmax_scale_log2, p.softmax_mode == int32_t(FwdSoftmaxMode::kFixedOffset));
         // A tile that sees no key (empty sequence, or masked out entirely) still writes O = 0 and LSE = -inf.
         if (!w.trips.empty()) {
-          // Chained tiles: the next tile with rows, and whether its first key block can ride on this tile's last trip.
-          auto fetch_next = [&]() {
-            next_t = params.walk.consumer_next(t, smem, count++);
-            while (next_t < params.order.num_tiles() && !tile_work(params, next_t).has_rows) {
-              next_t = params.walk.consumer_next(next_t, smem, count++);
-            }
-            if (next_t < params.order.num_tiles()) {
-              TileWork const nw = tile_work(params, next_t);
-              if (!nw.trips.empty()) { return typename Mainloop::NextTile{true, nw.tile, nw.mask, nw.trips}; }
-            }
-            return Mainloop::no_next_tile();
-          };
-          chained = mainloop.compute_tile(params, smem, pipeline_k, pipeline_v, mma_thread_idx, w.tile, w.mask,
-                                          w.trips, tOrO, softmax, first_block_done, fetch_next, softmax_next);
+          mainloop.compute_tile(params, smem, pipeline_k, pipeline_v, mma_thread_idx, w.tile, w.mask, w.trips, tOrO,
+                                softmax);
         } else {
           mainloop.release_o_staging(smem, mma_thread_idx % cutlass::NumThreadsPerWarpGroup == 0);
         }
         EpilogueFwdSm90<Traits>::store(params, mainloop.o_staging_slot(smem, pipeline_v, mma_thread_idx,
                                                                        !w.trips.empty()),
                                        mma_thread_idx, w.tile, w.seq, tOrO, softmax);
-        clear(tOrO);
-        softmax = chained ? softmax_next : Softmax(p.softmax_scale_log2, fixed_offsets);
-        first_block_done = chained;
-        t = next_t >= 0 ? next_t : params.walk.consumer_next(t, smem, count++);
       }
       // The last TMA store must have read its staging buffer before the CTA's shared memory goes away.
       finish_o_stores<Traits>(mma_thread_idx);

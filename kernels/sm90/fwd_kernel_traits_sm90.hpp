@@ -121,13 +121,6 @@ struct FwdTraitsSm90 {
   static constexpr bool kStagedO = kTmaStoreO || kOStagingInV;
   static constexpr int kVStageElements = kBlockN * kHeadDimV;  // one stage of SmemLayoutVt
 
-  // Chained tiles (MainloopFwdSm90Mma::compute_tile): a tile's last P V and the next tile's first S = Q K^T are issued
-  // as one overlapped trip, so a tile boundary costs the tensor cores no S-only and P V-only trips and the next
-  // tile's first softmax runs under the last P V. Needs the next tile's Q loaded while the tile runs (two Q buffers).
-  // FLASH3_FWD_EXP & 4194304 turns it off (A/B), as do the bits that change the trip's order (2, 64).
-  static constexpr bool kChainTiles =
-      kQStages == 2 && !kOStagingInV && kNumMmaWarpgroups == 2 && (FLASH3_FWD_EXP & (2 | 64 | 4194304)) == 0;
-
   struct SharedStorage {
     // 128-byte swizzled tiles need 1024-byte alignment.
     alignas(1024) cute::array_aligned<Element, kQStages * cute::cosize_v<SmemLayoutQ>> q;

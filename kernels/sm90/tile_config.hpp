@@ -19,8 +19,8 @@
 // repair launch (wrong on score jumps: checks that the tests catch it), 262144 = no TMA-store epilogue
 // (fwd_kernel_traits_sm90.hpp, kTmaStoreO), 524288 = the long-sequence tile at every length (A/B), 1048576 = no O
 // staging in V's shared memory (hdim 192 / 256 keep the register stores; kOStagingInV), 2097152 = DIAGNOSTIC the
-// producer does not wait for those stores before refilling V (wrong results: checks that the tests catch it),
-// 4194304 = no chained tiles (fwd_kernel_traits_sm90.hpp, kChainTiles).
+// producer does not wait for those stores before refilling V (wrong results: checks that the tests catch it).
+// (4194304 was "no chained tiles", an experiment in commit 7fc8d89, reverted: perf-notes forward row 35.)
 #ifndef FLASH3_FWD_EXP
 #define FLASH3_FWD_EXP 0
 #endif

@@ -84,35 +84,12 @@ struct MainloopFwdSm90Mma {
     }
   }
 
-  // P in the input precision (the A operand of the P V WGMMA). A member, not a local of compute_tile: a chained trip
-  // leaves the next tile's first P here for the next call.
-  static auto make_p_fragment() {
-    return cute::make_tensor<Element>(
-        cute::partition_fragment_C(typename Traits::TiledMmaQK{}, TileShapeS{}).layout());
-  }
-  decltype(make_p_fragment()) p_fragment;
-
-  // The tile after the running one, when its first key block rides on this tile's last trip (Traits::kChainTiles).
-  struct NextTile {
-    bool chained;
-    TileCoord tile;
-    Mask mask;
-    typename Mask::Trips trips;
-  };
-  CUTLASS_DEVICE static NextTile no_next_tile() { return {false, TileCoord{}, Mask(0, 0, -1, -1), {}}; }
-
   // Runs the key-block loop of one tile; leaves the unnormalised O in tOrO and the row statistics in softmax.
-  // first_block_done: the previous call's chained trip already ran this tile's first block (its P is in p_fragment).
-  // fetch_next (kChainTiles): called once the tile's last S is issued and its Q released; returns the next tile.
-  // When that tile is chained, its first S = Q K^T is issued together with this tile's last P V (the pair is one
-  // trip, as in the steady state, instead of a P V alone, the epilogue, and then an S alone at the start of the next
-  // tile), its softmax runs into softmax_next, and compute_tile returns true.
-  template <class Params, class TensorO, class FetchNext>
-  CUTLASS_DEVICE bool compute_tile(Params const& params, typename Traits::SharedStorage& smem,
+  template <class Params, class TensorO>
+  CUTLASS_DEVICE void compute_tile(Params const& params, typename Traits::SharedStorage& smem,
                                    PipelineKV const& pipeline_k, PipelineKV const& pipeline_v, int mma_thread_idx,
                                    TileCoord tile, Mask const& mask, typename Mask::Trips const& trips,
-                                   TensorO& tOrO, Softmax& softmax, bool first_block_done, FetchNext&& fetch_next,
-                                   Softmax& softmax_next) {
+                                   TensorO& tOrO, Softmax& softmax) {
     using namespace cute;
     bool const is_wg_leader = (threadIdx.x % cutlass::NumThreadsPerWarpGroup) == 0;
 
@@ -133,16 +110,16 @@ struct MainloopFwdSm90Mma {
     Tensor tScS = thr_qk.partition_C(make_identity_tensor(TileShapeS{}));
     Tensor tScS_rc = make_tensor(tScS.data(), accumulator_rowcol_layout(tScS.layout()));
     Tensor tOrO_rc = make_tensor(tOrO.data(), accumulator_rowcol_layout(tOrO.layout()));
-    // P viewed as the A operand of the P V WGMMA.
-    Tensor tOrP = make_tensor(p_fragment.data(), accumulator_as_a_operand_layout(p_fragment.layout()));
+    // P in the input precision, viewed as the A operand of the P V WGMMA.
+    Tensor tOrP_owner = cute::make_tensor<Element>(tSrS.layout());
+    Tensor tOrP = make_tensor(tOrP_owner.data(), accumulator_as_a_operand_layout(tOrP_owner.layout()));
 
-    auto score_transform = [&](auto& s_rc, Mask const& m, int m_block, int n_block, auto needs_mask)
-                               CUTLASS_LAMBDA_FUNC_INLINE {
+    auto score_transform = [&](auto& s_rc, int n_block, auto needs_mask) CUTLASS_LAMBDA_FUNC_INLINE {
       if constexpr (Traits::kHasSoftcap) {
         CUTE_UNROLL
         for (int i = 0; i < size(s_rc); ++i) { s_rc(i) = fast_tanh(s_rc(i) * params.fwd.softcap_inv_scaled); }
       }
-      if constexpr (decltype(needs_mask)::value) { m.apply(s_rc, tScS_rc, m_block, n_block); }
+      if constexpr (decltype(needs_mask)::value) { mask.apply(s_rc, tScS_rc, tile.m_block, n_block); }
     };
     // `needed`: the softmax step's warp-uniform "some factor is not 1" (always true without the lazy rescale).
     auto rescale_o = [&](float const (&correction)[kRowsPerThread], bool needed) CUTLASS_LAMBDA_FUNC_INLINE {
@@ -157,7 +134,7 @@ struct MainloopFwdSm90Mma {
     auto store_p = [&]() CUTLASS_LAMBDA_FUNC_INLINE {
       Tensor converted = convert_fragment<Element>(tSrS);
       CUTE_UNROLL
-      for (int i = 0; i < size(converted); ++i) { p_fragment(i) = converted(i); }
+      for (int i = 0; i < size(converted); ++i) { tOrP_owner(i) = converted(i); }
     };
 
     // Pingpong: take our turn on the tensor cores before issuing, hand it to the other warpgroup right after, so
@@ -170,25 +147,14 @@ struct MainloopFwdSm90Mma {
       if constexpr (Traits::kPingpong) { pingpong_pass_turn(warpgroup); }
     };
 
+    typename Traits::PipelineQ const pipeline_q{&smem.pipeline_q};
+    pipeline_q.consumer_wait(state_q);
+
+    // First trip (highest key block): S only, no P V yet. It is always a masked trip unless the block is interior.
+    int n_block = trips.n_end - 1;
     float correction[kRowsPerThread] = {};  // set by every softmax step (left 0 only by the no-softmax DIAGNOSTIC)
     bool rescale = false;                   // whether O needs the correction (the step's return)
-    // A tile's first (highest) key block, once its S is in tSrS: always a masked trip unless the block is interior.
-    auto first_block_softmax = [&](Mask const& m, int m_block, typename Mask::Trips const& tr, Softmax& sm)
-                                   CUTLASS_LAMBDA_FUNC_INLINE {
-      int const n = tr.n_end - 1;
-      if (n >= tr.n_masked_hi || n < tr.n_masked_lo) {
-        score_transform(tSrS_rc, m, m_block, n, cute::true_type{});
-      } else {
-        score_transform(tSrS_rc, m, m_block, n, cute::false_type{});
-      }
-      if constexpr ((FLASH3_FWD_EXP & 2) == 0) { rescale = sm.template step<true>(tSrS_rc, correction); }
-    };
-
-    typename Traits::PipelineQ const pipeline_q{&smem.pipeline_q};
-    int n_block = trips.n_end - 1;
-    if (!first_block_done) {
-      // First trip: S only, no P V yet.
-      pipeline_q.consumer_wait(state_q);
+    {
       pipeline_k.consumer_wait(state_kv);
       begin_issue();
       wgmma_gemm<true>(mma_qk, tSrQ, tSrK(_, _, _, state_kv.index), tSrS);
@@ -196,7 +162,12 @@ struct MainloopFwdSm90Mma {
       release_o_staging(smem, is_wg_leader);  // under this Q K^T; the first P V needs the V it frees
       warpgroup_wait<0>();
       pipeline_k.consumer_release(state_kv, is_wg_leader);
-      first_block_softmax(mask, tile.m_block, trips, softmax);
+      if (n_block >= trips.n_masked_hi || n_block < trips.n_masked_lo) {
+        score_transform(tSrS_rc, n_block, cute::true_type{});
+      } else {
+        score_transform(tSrS_rc, n_block, cute::false_type{});
+      }
+      if constexpr ((FLASH3_FWD_EXP & 2) == 0) { rescale = softmax.template step<true>(tSrS_rc, correction); }
       store_p();
     }
     // O is rescaled for the previous block's max after Q K^T is issued and before P V: the multiplies run under the
@@ -223,7 +194,7 @@ struct MainloopFwdSm90Mma {
       end_issue();
       warpgroup_wait<1>();  // S_n is ready; P V still running
       pipeline_k.consumer_release(state_kv, is_wg_leader);
-      score_transform(tSrS_rc, mask, tile.m_block, n_block, needs_mask);
+      score_transform(tSrS_rc, n_block, needs_mask);
       if constexpr ((FLASH3_FWD_EXP & 2) == 0) {
         rescale = softmax.template step<false>(tSrS_rc, correction);
         warpgroup_wait_after<0>(softmax.row_sum[kRowsPerThread - 1]);  // P V done: V's stage and P are free
@@ -244,33 +215,6 @@ struct MainloopFwdSm90Mma {
     pipeline_q.consumer_release(state_q, is_wg_leader);
     state_q.advance();
 
-    if constexpr (Traits::kChainTiles) {
-      static_assert(kRescaleUnderQK && !Traits::kOStagingInV && Traits::kQStages == 2);
-      NextTile const next = fetch_next();
-      if (next.chained) {
-        // The next tile's first S (its Q is in the other buffer) with this tile's last P V: one overlapped trip.
-        State const state_prev = state_kv;
-        state_kv.advance();
-        pipeline_q.consumer_wait(state_q);
-        pipeline_k.consumer_wait(state_kv);
-        pipeline_v.consumer_wait(state_prev);
-        begin_issue();
-        Tensor tSrQ_next = thr_qk.partition_fragment_A(Traits::q_tile(smem, state_q.index));
-        wgmma_gemm<true>(mma_qk, tSrQ_next, tSrK(_, _, _, state_kv.index), tSrS);
-        rescale_o(correction, rescale);
-        wgmma_gemm<false>(mma_pv, tOrP, tOrV(_, _, _, state_prev.index), tOrO);
-        end_issue();
-        warpgroup_wait<1>();
-        pipeline_k.consumer_release(state_kv, is_wg_leader);
-        softmax_next = Softmax(softmax.scale_log2, softmax.allow_fixed_offsets);
-        first_block_softmax(next.mask, next.tile.m_block, next.trips, softmax_next);
-        warpgroup_wait_after<0>(softmax_next.row_sum[kRowsPerThread - 1]);  // this tile's O is final
-        pipeline_v.consumer_release(state_prev, is_wg_leader);
-        store_p();
-        return true;
-      }
-    }
-
     pipeline_v.consumer_wait(state_kv);
     if constexpr (kRescaleUnderQK) { rescale_o(correction, rescale); }
     begin_issue();
@@ -280,7 +224,6 @@ struct MainloopFwdSm90Mma {
     pipeline_v.consumer_release(state_kv, is_wg_leader);
     state_kv.advance();
     o_staging_owed = Traits::kOStagingInV;
-    return false;
   }
 };
 
