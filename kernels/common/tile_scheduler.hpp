@@ -16,6 +16,10 @@
 
 #include "kernels/common/named_barriers.hpp"
 
+#ifndef FLASH3_FWD_EXP
+#define FLASH3_FWD_EXP 0
+#endif
+
 namespace flash3 {
 
 struct TileCoord {
@@ -38,7 +42,15 @@ struct HeadMajorTileOrder {
   }
 };
 
+// The dynamic walk's hand-over state in shared memory (DynamicTileWalk below).
+struct TileHandOver {
+  int next_tile[2];
+  uint64_t full[2];
+  uint64_t empty[2];
+};
+
 struct StaticTileWalk {
+  CUTLASS_DEVICE static void init(TileHandOver*) {}
   CUTLASS_DEVICE int first() const { return blockIdx.x; }
   template <class Storage>
   CUTLASS_DEVICE int producer_next(int tile, Storage&, int) const { return tile + gridDim.x; }
@@ -48,20 +60,38 @@ struct StaticTileWalk {
   CUTLASS_DEVICE int consumer_next(int tile, Storage&, int) const { return tile + gridDim.x; }
 };
 
-// The producer warp draws the next index (one atomic per tile) and hands it to the consumer warpgroups through one
-// shared-memory slot guarded by two named barriers: kTileReady (producer arrives after writing, consumers wait) and
-// kTileConsumed (consumers arrive after reading, the producer waits before the next write). The second barrier is
-// what keeps the producer from running more than one index ahead: tiles it skips (nothing to load) cost it no other
-// wait. The producer's final wait (finish()) consumes the consumers' last arrival, so no barrier is left half-used.
+// The producer warp draws the next index (one atomic per tile) and hands it to the consumers, one of two ways:
+//  - kMbarrierHandOver: a ring of two shared-memory slots, each guarded by two mbarriers (TileHandOver): `full` (the
+//    producer arrives after writing; every consumer thread waits) and `empty` (one arrival per consumer warp after
+//    its lanes read; the producer waits before the slot's next write). Each consumer warp goes on as soon as its
+//    index is there, so the two pingpong warpgroups, half a trip apart, do not meet at tile boundaries.
+//  - otherwise one slot and two named barriers: kTileReady (producer arrives after writing, consumers wait) and
+//    kTileConsumed (consumers arrive after reading, the producer waits before the next write). Every consumer
+//    thread syncs with the producer warp on every tile.
+// Measured (perf-notes forward row 37, causal): the mbarrier ring +2-3% at 1k-4k for hdim 64 and 128, but it raised
+// the masked hdim 128 kernel's spills (32 -> 64 B) and measured 3-6% slower there at 16k; so hdim 64 takes it
+// (Traits::kMbarrierTileHandOver) and the others keep the named barriers. FLASH3_FWD_EXP & 8388608: named barriers
+// everywhere (A/B).
 //
 // When the grid covers every tile (one tile per CTA) there is nothing to balance: the launcher then passes a null
 // counter, and the walk ends after the first tile with no atomic and no zeroing memset before the launch (a memset
 // is a stream operation costing microseconds of host time on every small call).
-template <int kNumConsumerThreads>
+template <int kNumConsumerThreads, bool kMbarrierHandOver = false>
 struct DynamicTileWalk {
   int* counter;  // zeroed before the launch; null when gridDim.x covers every tile
 
+  static constexpr bool kNamedBarriers = !kMbarrierHandOver || (FLASH3_FWD_EXP & 8388608) != 0;
   static constexpr uint32_t kBarrierThreads = kNumConsumerThreads + cutlass::NumThreadsPerWarp;
+  static constexpr uint32_t kConsumerWarps = kNumConsumerThreads / cutlass::NumThreadsPerWarp;
+
+  // One thread, before the CTA's first barrier sync (with the kernel's other mbarrier inits).
+  CUTLASS_DEVICE static void init(TileHandOver* h) {
+    if constexpr (kNamedBarriers) { return; }
+    for (int i = 0; i < 2; ++i) {
+      cutlass::arch::ClusterBarrier::init(&h->full[i], 1);
+      cutlass::arch::ClusterBarrier::init(&h->empty[i], kConsumerWarps);
+    }
+  }
 
   CUTLASS_DEVICE int first() const { return blockIdx.x; }
 
@@ -72,21 +102,48 @@ struct DynamicTileWalk {
     // Without a counter gridDim.x == #tiles, so gridDim.x itself ends the walk.
     if (cute::elect_one_sync()) { next = (counter != nullptr ? atomicAdd(counter, 1) : 0) + int(gridDim.x); }
     next = __shfl_sync(0xffffffff, next, 0);
-    if (count > 0) { named_barrier_sync(kBarrierThreads, FwdNamedBarrier::kTileConsumed); }
-    if (cute::elect_one_sync()) { smem.next_tile = next; }
-    named_barrier_arrive(kBarrierThreads, FwdNamedBarrier::kTileReady);
+    TileHandOver& h = smem.tile_handover;
+    if constexpr (kNamedBarriers) {
+      if (count > 0) { named_barrier_sync(kBarrierThreads, FwdNamedBarrier::kTileConsumed); }
+      if (cute::elect_one_sync()) { h.next_tile[0] = next; }
+      named_barrier_arrive(kBarrierThreads, FwdNamedBarrier::kTileReady);
+    } else {
+      int const slot = count & 1;
+      if (cute::elect_one_sync()) {
+        // The slot's previous index (hand-over count - 2) was read by every consumer warp (the first pass through
+        // each slot waits on the phase before the first, which reads as complete).
+        cutlass::arch::ClusterBarrier::wait(&h.empty[slot], ((count >> 1) & 1) ^ 1);
+        h.next_tile[slot] = next;
+        cutlass::arch::ClusterBarrier::arrive(&h.full[slot]);  // release: the write is visible to the waiters
+      }
+      __syncwarp();
+    }
     return next;
   }
   template <class Storage>
   CUTLASS_DEVICE void producer_finish(Storage&, int count) const {
-    if (count > 0) { named_barrier_sync(kBarrierThreads, FwdNamedBarrier::kTileConsumed); }
+    // The named barriers must be left balanced (the consumers' last arrival); unconsumed mbarrier phases need nothing.
+    if constexpr (kNamedBarriers) {
+      if (count > 0) { named_barrier_sync(kBarrierThreads, FwdNamedBarrier::kTileConsumed); }
+    }
   }
+  // Called by every consumer thread, with its own count of indices read.
   template <class Storage>
-  CUTLASS_DEVICE int consumer_next(int, Storage& smem, int) const {
-    named_barrier_sync(kBarrierThreads, FwdNamedBarrier::kTileReady);
-    int const next = smem.next_tile;
-    named_barrier_arrive(kBarrierThreads, FwdNamedBarrier::kTileConsumed);
-    return next;
+  CUTLASS_DEVICE int consumer_next(int, Storage& smem, int count) const {
+    TileHandOver& h = smem.tile_handover;
+    if constexpr (kNamedBarriers) {
+      named_barrier_sync(kBarrierThreads, FwdNamedBarrier::kTileReady);
+      int const next = h.next_tile[0];
+      named_barrier_arrive(kBarrierThreads, FwdNamedBarrier::kTileConsumed);
+      return next;
+    } else {
+      int const slot = count & 1;
+      cutlass::arch::ClusterBarrier::wait(&h.full[slot], (count >> 1) & 1);  // acquire
+      int const next = h.next_tile[slot];
+      __syncwarp();
+      if (cute::elect_one_sync()) { cutlass::arch::ClusterBarrier::arrive(&h.empty[slot]); }
+      return next;
+    }
   }
 };
 

@@ -68,6 +68,7 @@ struct Fp8FwdKernelSm90 {
       cute::prefetch_tma_descriptor(params.tma_v.get_tma_descriptor());
       Traits::PipelineKV::init(&smem.pipeline_k, Traits::kNumMmaWarpgroups);
       Traits::PipelineKV::init(&smem.pipeline_vraw, Traits::kNumTransposeWarps);
+      TileWalk::init(&smem.tile_handover);
       Traits::PipelineVt::init(&smem.pipeline_vt, Traits::kNumTransposeWarps, Traits::kNumMmaWarpgroups);
       cutlass::arch::ClusterTransactionBarrier::init(&smem.q_full, 1);
       cutlass::arch::ClusterBarrier::init(&smem.q_empty, Traits::kNumMmaWarpgroups);

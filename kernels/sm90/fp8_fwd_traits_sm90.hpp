@@ -13,6 +13,7 @@
 #include <cutlass/numeric_types.h>
 
 #include "kernels/common/pipeline_tma.hpp"
+#include "kernels/common/tile_scheduler.hpp"
 #include "kernels/sm90/collective/epilogue_fwd_shared_sm90.hpp"
 #include "kernels/sm90/fp8_tile_config.hpp"
 #include "kernels/sm90/tile_config.hpp"
@@ -162,7 +163,7 @@ struct Fp8FwdTraitsSm90 {
     typename PipelineVt::SharedStorage pipeline_vt;
     uint64_t q_full;
     uint64_t q_empty;
-    int next_tile;
+    TileHandOver tile_handover;  // dynamic tile walk: indices handed from the producer warp to the consumers
   };
   static constexpr int kSharedStorageBytes = sizeof(SharedStorage);
   static_assert(kSharedStorageBytes <= 227 * 1024, "FP8 tile config exceeds the 227 KB shared-memory limit");

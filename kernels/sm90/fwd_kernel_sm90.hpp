@@ -25,7 +25,9 @@ struct FwdKernelSm90 {
   using Traits = Traits_;
   using TileOrder = HeadMajorTileOrder;
   // Masked tiles differ in cost: draw them dynamically (see tile_scheduler.hpp).
-  using TileWalk = cute::conditional_t<Traits::kHasLocal, DynamicTileWalk<Traits::kNumMmaThreads>, StaticTileWalk>;
+  using TileWalk = cute::conditional_t<Traits::kHasLocal,
+                                       DynamicTileWalk<Traits::kNumMmaThreads, Traits::kMbarrierTileHandOver>,
+                                       StaticTileWalk>;
   using Mask = BlockMask<Traits::kBlockM, Traits::kBlockN, Traits::kHasLocal>;
 
   struct Params {
@@ -97,6 +99,7 @@ struct FwdKernelSm90 {
       Traits::PipelineKV::init(&smem.pipeline_k, Traits::kNumMmaWarpgroups);
       Traits::PipelineKV::init(&smem.pipeline_v, Traits::kNumMmaWarpgroups);
       Traits::PipelineQ::init(&smem.pipeline_q, Traits::kNumMmaWarpgroups);
+      TileWalk::init(&smem.tile_handover);
       if constexpr (Traits::kOStagingInV) {
         cutlass::arch::ClusterBarrier::init(&smem.o_free, Traits::kNumMmaWarpgroups);
       }

@@ -6,6 +6,7 @@
 #include <cutlass/gemm/collective/builders/sm90_common.inl>
 
 #include "kernels/common/pipeline_tma.hpp"
+#include "kernels/common/tile_scheduler.hpp"
 #include "kernels/sm90/collective/epilogue_fwd_shared_sm90.hpp"
 #include "kernels/sm90/tile_config.hpp"
 
@@ -119,6 +120,9 @@ struct FwdTraitsSm90 {
                                        kNumMmaWarpgroups == 2 && OStaging::kSlotBytes <= kTmaBytesV &&
                                        kTmaBytesV % 1024 == 0;
   static constexpr bool kStagedO = kTmaStoreO || kOStagingInV;
+  // Masked kernels: the dynamic tile walk hands indices over through mbarriers rather than named barriers
+  // (kernels/common/tile_scheduler.hpp; measured there).
+  static constexpr bool kMbarrierTileHandOver = kHeadDim <= 64;
   static constexpr int kVStageElements = kBlockN * kHeadDimV;  // one stage of SmemLayoutVt
 
   struct SharedStorage {
@@ -134,7 +138,7 @@ struct FwdTraitsSm90 {
     // kOStagingInV: both consumer warpgroups' O stores of the last tile have read V's stages (a phase per tile with
     // key blocks; the producer waits before the next tile's first V load).
     cutlass::arch::ClusterBarrier::ValueType o_free;
-    int next_tile;  // dynamic tile walk: the index handed from the producer warp to the consumers
+    TileHandOver tile_handover;  // dynamic tile walk: indices handed from the producer warp to the consumers
   };
   static constexpr int kSharedStorageBytes = sizeof(SharedStorage);
   // Q buffer `index` (of kQStages): its first element, and the (kBlockM, d) tile.
