@@ -15,6 +15,9 @@ enum class FwdNamedBarrier : uint32_t {
   kTileConsumed = 4,
   // TMA-store epilogue: consumer warpgroup w's staging buffer is free (kOStagingWG1 + w) and then written.
   kOStagingWG1 = 5,  // .. 7 for three consumer warpgroups
+  // Dynamic tile walk, one pair per consumer warpgroup (TileHandOverMode::kNamedBarrierPerWarpgroup).
+  kTileReadyWG1 = 8,      // .. 10
+  kTileConsumedWG1 = 11,  // .. 13
 };
 
 // Named-barrier ids of the backward kernels (a separate kernel, so the ids may overlap the forward's).

@@ -60,27 +60,41 @@ struct StaticTileWalk {
   CUTLASS_DEVICE int consumer_next(int tile, Storage&, int) const { return tile + gridDim.x; }
 };
 
-// The producer warp draws the next index (one atomic per tile) and hands it to the consumers, one of two ways:
-//  - kMbarrierHandOver: a ring of two shared-memory slots, each guarded by two mbarriers (TileHandOver): `full` (the
-//    producer arrives after writing; every consumer thread waits) and `empty` (one arrival per consumer warp after
-//    its lanes read; the producer waits before the slot's next write). Each consumer warp goes on as soon as its
-//    index is there, so the two pingpong warpgroups, half a trip apart, do not meet at tile boundaries.
-//  - otherwise one slot and two named barriers: kTileReady (producer arrives after writing, consumers wait) and
-//    kTileConsumed (consumers arrive after reading, the producer waits before the next write). Every consumer
-//    thread syncs with the producer warp on every tile.
-// Measured (perf-notes forward row 37, causal): the mbarrier ring +2-3% at 1k-4k for hdim 64 and 128, but it raised
-// the masked hdim 128 kernel's spills (32 -> 64 B) and measured 3-6% slower there at 16k; so hdim 64 takes it
-// (Traits::kMbarrierTileHandOver) and the others keep the named barriers. FLASH3_FWD_EXP & 8388608: named barriers
-// everywhere (A/B).
+// The producer warp draws the next index (one atomic per tile) and hands it to the consumers (TileHandOverMode):
+//  - kNamedBarrier: one slot and two named barriers: kTileReady (producer arrives after writing, consumers wait) and
+//    kTileConsumed (consumers arrive after reading, the producer waits before the next write). Every consumer thread
+//    syncs with the producer warp on every tile, so the two pingpong warpgroups, half a trip apart, meet there.
+//  - kNamedBarrierPerWarpgroup: the same with one pair of named barriers per consumer warpgroup (the producer warp
+//    arrives on / waits for each): each warpgroup meets only the producer.
+//  - kMbarrier: a ring of two slots, each guarded by two mbarriers (TileHandOver): `full` (the producer arrives after
+//    writing; every consumer thread waits) and `empty` (one arrival per consumer warp after its lanes read; the
+//    producer waits before the slot's next write).
+// Measured (perf-notes forward rows 37 and 40, causal, against kNamedBarrier): kMbarrier +2-3% at 1k-4k for hdim 64,
+// but at hdim 128 it doubled the spills (32 -> 64 B) and lost 3-6% at 16k; kNamedBarrierPerWarpgroup keeps the
+// spills and gives hdim 128 +3% at 512-1k, +1.5% at 2k, hdim 256 +1-2% at 512-2k. The FP8 kernels (whose consumers
+// include the V transposer warps) keep kNamedBarrier. FLASH3_FWD_EXP & 8388608: kNamedBarrier everywhere (A/B).
 //
 // When the grid covers every tile (one tile per CTA) there is nothing to balance: the launcher then passes a null
 // counter, and the walk ends after the first tile with no atomic and no zeroing memset before the launch (a memset
 // is a stream operation costing microseconds of host time on every small call).
-template <int kNumConsumerThreads, bool kMbarrierHandOver = false>
+enum class TileHandOverMode { kNamedBarrier, kNamedBarrierPerWarpgroup, kMbarrier };
+
+template <int kNumConsumerThreads, TileHandOverMode kMode_ = TileHandOverMode::kNamedBarrier>
 struct DynamicTileWalk {
   int* counter;  // zeroed before the launch; null when gridDim.x covers every tile
 
-  static constexpr bool kNamedBarriers = !kMbarrierHandOver || (FLASH3_FWD_EXP & 8388608) != 0;
+  static constexpr TileHandOverMode kMode = (FLASH3_FWD_EXP & 8388608) != 0 ? TileHandOverMode::kNamedBarrier : kMode_;
+  static constexpr bool kNamedBarriers = kMode != TileHandOverMode::kMbarrier;
+  static constexpr bool kPerWarpgroup = kMode == TileHandOverMode::kNamedBarrierPerWarpgroup;
+  static constexpr int kWarpgroups = kNumConsumerThreads / cutlass::NumThreadsPerWarpGroup;
+  static_assert(!kPerWarpgroup || (kNumConsumerThreads % cutlass::NumThreadsPerWarpGroup == 0 && kWarpgroups <= 3));
+  static constexpr uint32_t kWarpgroupBarrierThreads = cutlass::NumThreadsPerWarpGroup + cutlass::NumThreadsPerWarp;
+  CUTLASS_DEVICE static FwdNamedBarrier ready_barrier(int wg) {
+    return static_cast<FwdNamedBarrier>(int(FwdNamedBarrier::kTileReadyWG1) + wg);
+  }
+  CUTLASS_DEVICE static FwdNamedBarrier consumed_barrier(int wg) {
+    return static_cast<FwdNamedBarrier>(int(FwdNamedBarrier::kTileConsumedWG1) + wg);
+  }
   static constexpr uint32_t kBarrierThreads = kNumConsumerThreads + cutlass::NumThreadsPerWarp;
   static constexpr uint32_t kConsumerWarps = kNumConsumerThreads / cutlass::NumThreadsPerWarp;
 
@@ -103,7 +117,13 @@ struct DynamicTileWalk {
     if (cute::elect_one_sync()) { next = (counter != nullptr ? atomicAdd(counter, 1) : 0) + int(gridDim.x); }
     next = __shfl_sync(0xffffffff, next, 0);
     TileHandOver& h = smem.tile_handover;
-    if constexpr (kNamedBarriers) {
+    if constexpr (kPerWarpgroup) {
+      if (count > 0) {
+        for (int wg = 0; wg < kWarpgroups; ++wg) { named_barrier_sync(kWarpgroupBarrierThreads, consumed_barrier(wg)); }
+      }
+      if (cute::elect_one_sync()) { h.next_tile[0] = next; }
+      for (int wg = 0; wg < kWarpgroups; ++wg) { named_barrier_arrive(kWarpgroupBarrierThreads, ready_barrier(wg)); }
+    } else if constexpr (kNamedBarriers) {
       if (count > 0) { named_barrier_sync(kBarrierThreads, FwdNamedBarrier::kTileConsumed); }
       if (cute::elect_one_sync()) { h.next_tile[0] = next; }
       named_barrier_arrive(kBarrierThreads, FwdNamedBarrier::kTileReady);
@@ -123,7 +143,11 @@ struct DynamicTileWalk {
   template <class Storage>
   CUTLASS_DEVICE void producer_finish(Storage&, int count) const {
     // The named barriers must be left balanced (the consumers' last arrival); unconsumed mbarrier phases need nothing.
-    if constexpr (kNamedBarriers) {
+    if constexpr (kPerWarpgroup) {
+      if (count > 0) {
+        for (int wg = 0; wg < kWarpgroups; ++wg) { named_barrier_sync(kWarpgroupBarrierThreads, consumed_barrier(wg)); }
+      }
+    } else if constexpr (kNamedBarriers) {
       if (count > 0) { named_barrier_sync(kBarrierThreads, FwdNamedBarrier::kTileConsumed); }
     }
   }
@@ -131,7 +155,14 @@ struct DynamicTileWalk {
   template <class Storage>
   CUTLASS_DEVICE int consumer_next(int, Storage& smem, int count) const {
     TileHandOver& h = smem.tile_handover;
-    if constexpr (kNamedBarriers) {
+    if constexpr (kPerWarpgroup) {
+      // Consumer threads follow the producer warpgroup: warpgroup 1 of the CTA is consumer warpgroup 0.
+      int const wg = int(threadIdx.x / cutlass::NumThreadsPerWarpGroup) - 1;
+      named_barrier_sync(kWarpgroupBarrierThreads, ready_barrier(wg));
+      int const next = h.next_tile[0];
+      named_barrier_arrive(kWarpgroupBarrierThreads, consumed_barrier(wg));
+      return next;
+    } else if constexpr (kNamedBarriers) {
       named_barrier_sync(kBarrierThreads, FwdNamedBarrier::kTileReady);
       int const next = h.next_tile[0];
       named_barrier_arrive(kBarrierThreads, FwdNamedBarrier::kTileConsumed);

@@ -26,7 +26,7 @@ struct FwdKernelSm90 {
   using TileOrder = HeadMajorTileOrder;
   // Masked tiles differ in cost: draw them dynamically (see tile_scheduler.hpp).
   using TileWalk = cute::conditional_t<Traits::kHasLocal,
-                                       DynamicTileWalk<Traits::kNumMmaThreads, Traits::kMbarrierTileHandOver>,
+                                       DynamicTileWalk<Traits::kNumMmaThreads, Traits::kTileHandOver>,
                                        StaticTileWalk>;
   using Mask = BlockMask<Traits::kBlockM, Traits::kBlockN, Traits::kHasLocal>;
 

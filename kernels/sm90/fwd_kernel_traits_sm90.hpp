@@ -120,9 +120,11 @@ struct FwdTraitsSm90 {
                                        kNumMmaWarpgroups == 2 && OStaging::kSlotBytes <= kTmaBytesV &&
                                        kTmaBytesV % 1024 == 0;
   static constexpr bool kStagedO = kTmaStoreO || kOStagingInV;
-  // Masked kernels: the dynamic tile walk hands indices over through mbarriers rather than named barriers
-  // (kernels/common/tile_scheduler.hpp; measured there).
-  static constexpr bool kMbarrierTileHandOver = kHeadDim <= 64;
+  // Masked kernels: how the dynamic tile walk hands indices to the consumer warpgroups, each on its own (so the two
+  // pingpong warpgroups do not meet at tile boundaries): mbarriers for hdim 64, a named-barrier pair per warpgroup
+  // elsewhere (kernels/common/tile_scheduler.hpp; measured there).
+  static constexpr TileHandOverMode kTileHandOver =
+      kHeadDim <= 64 ? TileHandOverMode::kMbarrier : TileHandOverMode::kNamedBarrierPerWarpgroup;
   static constexpr int kVStageElements = kBlockN * kHeadDimV;  // one stage of SmemLayoutVt
 
   struct SharedStorage {

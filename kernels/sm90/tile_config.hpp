@@ -21,6 +21,7 @@
 // staging in V's shared memory (hdim 192 / 256 keep the register stores; kOStagingInV), 2097152 = DIAGNOSTIC the
 // producer does not wait for those stores before refilling V (wrong results: checks that the tests catch it).
 // (4194304 was "no chained tiles", an experiment in commit 7fc8d89, reverted: perf-notes forward row 35.)
+// 8388608 = the dynamic tile walk's shared named-barrier hand-over in every kernel (kernels/common/tile_scheduler.hpp).
 #ifndef FLASH3_FWD_EXP
 #define FLASH3_FWD_EXP 0
 #endif
