@@ -10,14 +10,12 @@ enum class FwdNamedBarrier : uint32_t {
   // arrives there once it has issued its own, so the two warpgroups take turns on the tensor cores.
   kWarpSchedulerWG1 = 0,
   kWarpSchedulerWG2 = 1,
-  // Dynamic tile walk: hand-over of the next tile index from the producer warp to the consumers.
-  kTileReady = 3,
-  kTileConsumed = 4,
   // TMA-store epilogue: consumer warpgroup w's staging buffer is free (kOStagingWG1 + w) and then written.
   kOStagingWG1 = 5,  // .. 7 for three consumer warpgroups
-  // Dynamic tile walk, one pair per consumer warpgroup (TileHandOverMode::kNamedBarrierPerWarpgroup).
-  kTileReadyWG1 = 8,      // .. 10
-  kTileConsumedWG1 = 11,  // .. 13
+  // Dynamic tile walk: hand-over of the next tile index from the producer warp to the consumers, one ready /
+  // consumed pair per consumer group (all consumers, or one warpgroup each: TileHandOverMode).
+  kTileReady1 = 8,      // .. 10
+  kTileConsumed1 = 11,  // .. 13
 };
 
 // Named-barrier ids of the backward kernels (a separate kernel, so the ids may overlap the forward's).

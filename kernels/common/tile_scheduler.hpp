@@ -61,8 +61,8 @@ struct StaticTileWalk {
 };
 
 // The producer warp draws the next index (one atomic per tile) and hands it to the consumers (TileHandOverMode):
-//  - kNamedBarrier: one slot and two named barriers: kTileReady (producer arrives after writing, consumers wait) and
-//    kTileConsumed (consumers arrive after reading, the producer waits before the next write). Every consumer thread
+//  - kNamedBarrier: one slot and two named barriers: kTileReady1 (producer arrives after writing, consumers wait) and
+//    kTileConsumed1 (consumers arrive after reading, the producer waits before the next write). Every consumer thread
 //    syncs with the producer warp on every tile, so the two pingpong warpgroups, half a trip apart, meet there.
 //  - kNamedBarrierPerWarpgroup: the same with one pair of named barriers per consumer warpgroup (the producer warp
 //    arrives on / waits for each): each warpgroup meets only the producer.
@@ -85,18 +85,24 @@ struct DynamicTileWalk {
 
   static constexpr TileHandOverMode kMode = (FLASH3_FWD_EXP & 8388608) != 0 ? TileHandOverMode::kNamedBarrier : kMode_;
   static constexpr bool kNamedBarriers = kMode != TileHandOverMode::kMbarrier;
+  // Named barriers: the consumers form kGroups groups (one, or one per warpgroup), each with its own ready / consumed
+  // pair shared with the producer warp.
   static constexpr bool kPerWarpgroup = kMode == TileHandOverMode::kNamedBarrierPerWarpgroup;
-  static constexpr int kWarpgroups = kNumConsumerThreads / cutlass::NumThreadsPerWarpGroup;
-  static_assert(!kPerWarpgroup || (kNumConsumerThreads % cutlass::NumThreadsPerWarpGroup == 0 && kWarpgroups <= 3));
-  static constexpr uint32_t kWarpgroupBarrierThreads = cutlass::NumThreadsPerWarpGroup + cutlass::NumThreadsPerWarp;
-  CUTLASS_DEVICE static FwdNamedBarrier ready_barrier(int wg) {
-    return static_cast<FwdNamedBarrier>(int(FwdNamedBarrier::kTileReadyWG1) + wg);
-  }
-  CUTLASS_DEVICE static FwdNamedBarrier consumed_barrier(int wg) {
-    return static_cast<FwdNamedBarrier>(int(FwdNamedBarrier::kTileConsumedWG1) + wg);
-  }
-  static constexpr uint32_t kBarrierThreads = kNumConsumerThreads + cutlass::NumThreadsPerWarp;
+  static constexpr int kGroups = kPerWarpgroup ? kNumConsumerThreads / cutlass::NumThreadsPerWarpGroup : 1;
+  static constexpr int kGroupThreads = kNumConsumerThreads / kGroups;
+  static_assert(kGroups * kGroupThreads == kNumConsumerThreads && kGroups <= 3);
+  static constexpr uint32_t kBarrierThreads = kGroupThreads + cutlass::NumThreadsPerWarp;
   static constexpr uint32_t kConsumerWarps = kNumConsumerThreads / cutlass::NumThreadsPerWarp;
+  CUTLASS_DEVICE static FwdNamedBarrier ready_barrier(int group) {
+    return static_cast<FwdNamedBarrier>(int(FwdNamedBarrier::kTileReady1) + group);
+  }
+  CUTLASS_DEVICE static FwdNamedBarrier consumed_barrier(int group) {
+    return static_cast<FwdNamedBarrier>(int(FwdNamedBarrier::kTileConsumed1) + group);
+  }
+  // The producer waits until every group read the previous index.
+  CUTLASS_DEVICE static void wait_consumed() {
+    for (int g = 0; g < kGroups; ++g) { named_barrier_sync(kBarrierThreads, consumed_barrier(g)); }
+  }
 
   // One thread, before the CTA's first barrier sync (with the kernel's other mbarrier inits).
   CUTLASS_DEVICE static void init(TileHandOver* h) {
@@ -117,16 +123,10 @@ struct DynamicTileWalk {
     if (cute::elect_one_sync()) { next = (counter != nullptr ? atomicAdd(counter, 1) : 0) + int(gridDim.x); }
     next = __shfl_sync(0xffffffff, next, 0);
     TileHandOver& h = smem.tile_handover;
-    if constexpr (kPerWarpgroup) {
-      if (count > 0) {
-        for (int wg = 0; wg < kWarpgroups; ++wg) { named_barrier_sync(kWarpgroupBarrierThreads, consumed_barrier(wg)); }
-      }
+    if constexpr (kNamedBarriers) {
+      if (count > 0) { wait_consumed(); }
       if (cute::elect_one_sync()) { h.next_tile[0] = next; }
-      for (int wg = 0; wg < kWarpgroups; ++wg) { named_barrier_arrive(kWarpgroupBarrierThreads, ready_barrier(wg)); }
-    } else if constexpr (kNamedBarriers) {
-      if (count > 0) { named_barrier_sync(kBarrierThreads, FwdNamedBarrier::kTileConsumed); }
-      if (cute::elect_one_sync()) { h.next_tile[0] = next; }
-      named_barrier_arrive(kBarrierThreads, FwdNamedBarrier::kTileReady);
+      for (int g = 0; g < kGroups; ++g) { named_barrier_arrive(kBarrierThreads, ready_barrier(g)); }
     } else {
       int const slot = count & 1;
       if (cute::elect_one_sync()) {
@@ -143,29 +143,20 @@ struct DynamicTileWalk {
   template <class Storage>
   CUTLASS_DEVICE void producer_finish(Storage&, int count) const {
     // The named barriers must be left balanced (the consumers' last arrival); unconsumed mbarrier phases need nothing.
-    if constexpr (kPerWarpgroup) {
-      if (count > 0) {
-        for (int wg = 0; wg < kWarpgroups; ++wg) { named_barrier_sync(kWarpgroupBarrierThreads, consumed_barrier(wg)); }
-      }
-    } else if constexpr (kNamedBarriers) {
-      if (count > 0) { named_barrier_sync(kBarrierThreads, FwdNamedBarrier::kTileConsumed); }
+    if constexpr (kNamedBarriers) {
+      if (count > 0) { wait_consumed(); }
     }
   }
   // Called by every consumer thread, with its own count of indices read.
   template <class Storage>
   CUTLASS_DEVICE int consumer_next(int, Storage& smem, int count) const {
     TileHandOver& h = smem.tile_handover;
-    if constexpr (kPerWarpgroup) {
+    if constexpr (kNamedBarriers) {
       // Consumer threads follow the producer warpgroup: warpgroup 1 of the CTA is consumer warpgroup 0.
-      int const wg = int(threadIdx.x / cutlass::NumThreadsPerWarpGroup) - 1;
-      named_barrier_sync(kWarpgroupBarrierThreads, ready_barrier(wg));
+      int const group = kPerWarpgroup ? int(threadIdx.x / cutlass::NumThreadsPerWarpGroup) - 1 : 0;
+      named_barrier_sync(kBarrierThreads, ready_barrier(group));
       int const next = h.next_tile[0];
-      named_barrier_arrive(kWarpgroupBarrierThreads, consumed_barrier(wg));
-      return next;
-    } else if constexpr (kNamedBarriers) {
-      named_barrier_sync(kBarrierThreads, FwdNamedBarrier::kTileReady);
-      int const next = h.next_tile[0];
-      named_barrier_arrive(kBarrierThreads, FwdNamedBarrier::kTileConsumed);
+      named_barrier_arrive(kBarrierThreads, consumed_barrier(group));
       return next;
     } else {
       int const slot = count & 1;

@@ -540,8 +540,8 @@ std::vector<LargeCase> large_cases() {
       {"fp16_hd192_nomask_2049", f16, {192, 192}, Mask::kNone, false, 2, 8, 8, 2049, 2049, false},
       {"bf16_hd192_causal_varlen", b16, {192, 192}, Mask::kCausal, false, 4, 8, 2, 0, 0, true},
       {"fp16_hd192_causal_softcap_2000x100", f16, {192, 192}, Mask::kCausal, true, 2, 8, 4, 2000, 100, false},
-      // hdim 96 / 128 chain each tile's last trip with the next tile's first block (kChainTiles): several tiles per
-      // CTA, tiles of one or two key blocks between tiles with none (bottom-right causal, fewer keys than queries).
+      // hdim 96 / 128 masked with several tiles per CTA (the per-warpgroup tile hand-over, pipeline phases carried
+      // across tiles), tiles of one or two key blocks between tiles with none (bottom-right causal, fewer keys).
       {"bf16_hd128_causal_3000x150", b16, {128, 128}, Mask::kCausal, false, 2, 8, 8, 3000, 150, false},
       {"fp16_hd96_causal_softcap_3001", f16, {96, 96}, Mask::kCausal, true, 2, 6, 3, 3001, 3001, false},
       {"fp16_hd128_window_2500", f16, {128, 128}, Mask::kWindow, false, 2, 8, 8, 2500, 2500, false, 200, 0},
