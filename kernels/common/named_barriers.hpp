@@ -1,4 +1,5 @@
-// Named-barrier ids used by the forward and backward kernels, and thin wrappers. Ids are offsets above CUTLASS's reserved ones.
+// Named-barrier ids used by the forward and backward kernels, and thin wrappers. Ids are offsets above CUTLASS's
+// reserved ones (8), so they run from 0 to 7.
 #pragma once
 
 #include <cutlass/arch/barrier.h>
@@ -11,12 +12,16 @@ enum class FwdNamedBarrier : uint32_t {
   kWarpSchedulerWG1 = 0,
   kWarpSchedulerWG2 = 1,
   // TMA-store epilogue: consumer warpgroup w's staging buffer is free (kOStagingWG1 + w) and then written.
-  kOStagingWG1 = 5,  // .. 7 for three consumer warpgroups
-  // Dynamic tile walk: hand-over of the next tile index from the producer warp to the consumers, one ready /
-  // consumed pair per consumer group (all consumers, or one warpgroup each: TileHandOverMode).
-  kTileReady1 = 8,      // .. 10
-  kTileConsumed1 = 11,  // .. 13
+  kOStagingWG1 = 2,  // .. 4 for three consumer warpgroups
+  // Dynamic tile walk: hand-over of the next tile index from the producer warp to the consumers, one consumed /
+  // ready pair per consumer group g (all consumers, or one per warpgroup): kTileConsumed1 - g, kTileReady1 - g.
+  // Two groups take 4 for consumed: only kernels of two warpgroups (no third O staging barrier) have two groups.
+  kTileConsumed1 = 5,  // .. 4
+  kTileReady1 = 7,     // .. 6
 };
+// CUTLASS adds its reserved count (8) to these ids; the hardware has 16 named barriers, so ids stop at 7.
+constexpr uint32_t kMaxNamedBarrierId = 16 - static_cast<uint32_t>(cutlass::arch::ReservedNamedBarriers::FirstUserBarrier) - 1;
+static_assert(static_cast<uint32_t>(FwdNamedBarrier::kTileReady1) <= kMaxNamedBarrierId);
 
 // Named-barrier ids of the backward kernels (a separate kernel, so the ids may overlap the forward's).
 enum class BwdNamedBarrier : uint32_t {
@@ -30,6 +35,7 @@ enum class BwdNamedBarrier : uint32_t {
   // Deterministic, head-dim split: the turn-keeper warp saw the step's ticket come up (the consumers wait).
   kDqTurnGranted = 6,
 };
+static_assert(static_cast<uint32_t>(BwdNamedBarrier::kDqTurnGranted) <= kMaxNamedBarrierId);
 
 CUTLASS_DEVICE void named_barrier_sync(uint32_t num_threads, FwdNamedBarrier id) {
   cutlass::arch::NamedBarrier::sync(num_threads, static_cast<uint32_t>(id));

@@ -90,14 +90,14 @@ struct DynamicTileWalk {
   static constexpr bool kPerWarpgroup = kMode == TileHandOverMode::kNamedBarrierPerWarpgroup;
   static constexpr int kGroups = kPerWarpgroup ? kNumConsumerThreads / cutlass::NumThreadsPerWarpGroup : 1;
   static constexpr int kGroupThreads = kNumConsumerThreads / kGroups;
-  static_assert(kGroups * kGroupThreads == kNumConsumerThreads && kGroups <= 3);
+  static_assert(kGroups * kGroupThreads == kNumConsumerThreads && kGroups <= 2);  // named_barriers.hpp: 4 ids
   static constexpr uint32_t kBarrierThreads = kGroupThreads + cutlass::NumThreadsPerWarp;
   static constexpr uint32_t kConsumerWarps = kNumConsumerThreads / cutlass::NumThreadsPerWarp;
   CUTLASS_DEVICE static FwdNamedBarrier ready_barrier(int group) {
-    return static_cast<FwdNamedBarrier>(int(FwdNamedBarrier::kTileReady1) + group);
+    return static_cast<FwdNamedBarrier>(int(FwdNamedBarrier::kTileReady1) - group);
   }
   CUTLASS_DEVICE static FwdNamedBarrier consumed_barrier(int group) {
-    return static_cast<FwdNamedBarrier>(int(FwdNamedBarrier::kTileConsumed1) + group);
+    return static_cast<FwdNamedBarrier>(int(FwdNamedBarrier::kTileConsumed1) - group);
   }
   // The producer waits until every group read the previous index.
   CUTLASS_DEVICE static void wait_consumed() {
