@@ -72,7 +72,9 @@ struct StaticTileWalk {
 // Measured (perf-notes forward rows 37 and 40, causal, against kNamedBarrier): kMbarrier +2-3% at 1k-4k for hdim 64,
 // but at hdim 128 it doubled the spills (32 -> 64 B) and lost 3-6% at 16k; kNamedBarrierPerWarpgroup keeps the
 // spills and gives hdim 128 +3% at 512-1k, +1.5% at 2k, hdim 256 +1-2% at 512-2k. The FP8 kernels (whose consumers
-// include the V transposer warps) keep kNamedBarrier. FLASH3_FWD_EXP & 8388608: kNamedBarrier everywhere (A/B).
+// include the V transposer warps) use kMbarrier: speed within noise of kNamedBarrier (perf-notes FP8 row F15), and
+// their shared named pair was reached by bar.sync from two loops (consumers, transposers), which compute-sanitizer's
+// synccheck cannot model (docs/kernels.md, sanitizers). FLASH3_FWD_EXP & 8388608: kNamedBarrier everywhere (A/B).
 //
 // When the grid covers every tile (one tile per CTA) there is nothing to balance: the launcher then passes a null
 // counter, and the walk ends after the first tile with no atomic and no zeroing memset before the launch (a memset

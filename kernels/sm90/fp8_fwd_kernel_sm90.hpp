@@ -25,9 +25,11 @@ struct Fp8FwdKernelSm90 {
   using Traits = Traits_;
   using TileOrder = HeadMajorTileOrder;
   static constexpr int kNumTransposeThreads = Traits::kNumTransposeWarps * cutlass::NumThreadsPerWarp;
-  // The dynamic walk hands each index from producer warp 0 to everyone else: consumers and transposer warps.
-  using TileWalk = cute::conditional_t<Traits::kHasLocal,
-                                       DynamicTileWalk<Traits::kNumMmaThreads + kNumTransposeThreads>, StaticTileWalk>;
+  // The dynamic walk hands each index from producer warp 0 to everyone else: consumers and transposer warps, through
+  // the ring of mbarrier-guarded slots (tile_scheduler.hpp: no named barrier spanning the whole CTA).
+  using TileWalk = cute::conditional_t<
+      Traits::kHasLocal,
+      DynamicTileWalk<Traits::kNumMmaThreads + kNumTransposeThreads, TileHandOverMode::kMbarrier>, StaticTileWalk>;
   using Mask = BlockMask<Traits::kBlockM, Traits::kBlockN, Traits::kHasLocal>;
 
   struct Params {
