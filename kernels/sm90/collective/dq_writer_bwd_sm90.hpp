@@ -97,8 +97,11 @@ struct DqWriterBwdSm90 {
 };
 
 // Deterministic mode, head-dim split (the consumers add dQ themselves): warp 1 of the producer warpgroup computes
-// each step's ticket and polls the semaphore ahead of the consumers, then meets them at kDqTurnGranted (a sync on
-// both sides, so it never runs a phase ahead), leaving the consumers a barrier instead of a poll. It also passes
+// each step's ticket and polls the semaphore ahead of the consumers, then arrives at kDqTurnGranted (the consumers
+// sync there), leaving the consumers a barrier instead of a poll. It cannot arrive a phase ahead: its next arrival
+// follows its sync at kDqTurn, which completes only once every consumer has passed kDqTurnGranted. (An arrive, not a
+// sync: compute-sanitizer's synccheck reports a named barrier whose phase is synced from two instructions, here the
+// consumers' and the keeper's, as "divergent threads in block"; docs/kernels.md, sanitizers.) It also passes
 // the turn on: the consumers arrive at kDqTurn once their reductions are issued and go on; the keeper syncs there,
 // fences and increments the semaphore. The fence is cumulative (PTX memory model: the consumers' reductions precede
 // it through the barrier), so it orders every consumer's additions before the increment while only the keeper
@@ -117,7 +120,7 @@ struct DqTurnKeeperBwdSm90 {
         int32_t* semaphore = p.dq_semaphore + scratch_row / Traits::kBlockM + work.order.m_at(i);
         if (is_leader) { wait_dq_turn_single(semaphore, ticket); }
         __syncwarp();
-        named_barrier_sync(kBarrierThreads, BwdNamedBarrier::kDqTurnGranted);
+        named_barrier_arrive(kBarrierThreads, BwdNamedBarrier::kDqTurnGranted);
         named_barrier_sync(kBarrierThreads, BwdNamedBarrier::kDqTurn);
         if (is_leader) {
           asm volatile("fence.acq_rel.gpu;" ::: "memory");
